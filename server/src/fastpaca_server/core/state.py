@@ -1,0 +1,374 @@
+"""The per-context state machine: ``apply(command) -> result`` (pure, deterministic).
+
+Applying the same commands in the same order gives byte-identical state
+(:meth:`StateMachine.to_bytes`). A command that is refused raises a
+:class:`~fastpaca_server.core.errors.DomainError` before anything changes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from . import window as windows
+from .errors import Conflict, InvalidInput, NotFound
+from .models import (
+    IDEMPOTENCY_KEYS_PER_CONTEXT,
+    AppendedMessage,
+    AppendMessages,
+    AppendResult,
+    Command,
+    Compact,
+    CompactResult,
+    ContextConfig,
+    ContextStatus,
+    IdempotentEntry,
+    JSONObject,
+    Message,
+    MessageInput,
+    PatchMetadata,
+    PutContext,
+    Tombstone,
+    converter,
+)
+
+
+@attrs.define
+class Context:
+    """One conversation: config, metadata, the message log and the LLM window."""
+
+    id: str
+    config: ContextConfig
+    metadata: JSONObject
+    created_at: int
+    updated_at: int
+    status: ContextStatus = "active"
+    version: int = 1
+    log: list[Message] = attrs.field(factory=list)
+    window: list[Message] = attrs.field(factory=list)
+    used_tokens: int = 0
+    needs_compaction: bool = False
+    idempotency: dict[str, IdempotentEntry] = attrs.field(factory=dict)
+
+    @property
+    def last_seq(self) -> int:
+        return len(self.log)
+
+    def messages_between(self, after_seq: int, before_seq: int | None, limit: int) -> list[Message]:
+        """Log messages with ``after_seq < seq < before_seq``, oldest first, at most ``limit``."""
+        end = self.last_seq if before_seq is None else min(before_seq - 1, self.last_seq)
+        start = max(after_seq, 0)
+        return self.log[start : min(end, start + limit)] if end > start else []
+
+    def tail(self, offset: int, limit: int) -> list[Message]:
+        """The ``limit`` messages before the newest ``offset``, oldest first."""
+        end = max(self.last_seq - offset, 0)
+        return self.log[max(end - limit, 0) : end]
+
+
+def merge_patch(target: JSONObject, patch: JSONObject) -> JSONObject:
+    """RFC 7396 JSON merge patch, returning a new object."""
+    result = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merge_patch(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+class StateMachine:
+    """All contexts of one replication group."""
+
+    def __init__(self) -> None:
+        self.contexts: dict[str, Context] = {}
+
+    # --- reads -------------------------------------------------------------
+
+    def get(self, context_id: str) -> Context:
+        context = self.contexts.get(context_id)
+        if context is None:
+            raise NotFound(f"Context '{context_id}' does not exist.")
+        return context
+
+    # --- writes ------------------------------------------------------------
+
+    def apply(self, command: Command) -> Any:
+        """Apply one command; raise a DomainError (state unchanged) or return its result."""
+        if isinstance(command, PutContext):
+            return self._put_context(command)
+        if isinstance(command, AppendMessages):
+            return self._append(command)
+        if isinstance(command, Compact):
+            return self._compact(command)
+        if isinstance(command, PatchMetadata):
+            return self._patch_metadata(command)
+        return self._tombstone(command)
+
+    def _put_context(self, command: PutContext) -> Context:
+        config = command.config
+        context = self.contexts.get(command.context_id)
+        if context is None:
+            context = Context(
+                id=command.context_id,
+                config=config,
+                metadata=dict(command.metadata or {}),
+                created_at=command.at,
+                updated_at=command.at,
+            )
+            self.contexts[context.id] = context
+            return context
+        _require_active(context)
+        metadata = context.metadata if command.metadata is None else dict(command.metadata)
+        if config == context.config and metadata == context.metadata:
+            return context
+        if config.tokenizer != context.config.tokenizer and context.log:
+            raise Conflict(
+                "The tokenizer of a context with messages cannot change: its counts would be wrong.",
+                "tokenizer_immutable",
+            )
+        pinned = windows.pinned_tokens(context.window)
+        if config.policy.strategy != "manual" and pinned > config.token_budget:
+            raise Conflict(
+                f"Pinned messages use {pinned} tokens, more than the new budget "
+                f"of {config.token_budget}.",
+                "budget_below_pinned",
+            )
+        context.config = config
+        context.metadata = metadata
+        self._maintain_window(context, force=True)
+        self._touch(context, command.at)
+        return context
+
+    def _append(self, command: AppendMessages) -> AppendResult:
+        context = self.get(command.context_id)
+        replay = _replay(context, command.idempotency_key, command.fingerprint)
+        if replay is not None:
+            assert isinstance(replay, AppendResult)
+            return replay
+        _require_active(context)
+        _check_version(context, command.if_version)
+        _check_tokenizer(context, command.tokenizer)
+        config = context.config
+        if config.policy.strategy != "manual":
+            for message in command.messages:
+                if message.token_count > config.token_budget:
+                    raise InvalidInput(
+                        f"Message '{message.id}' has {message.token_count} tokens, more than the "
+                        f"context's token budget of {config.token_budget}; it could never be "
+                        "sent to the model.",
+                        "message_exceeds_budget",
+                    )
+            new_pinned = sum(
+                m.token_count for m in command.messages if windows.is_pinned(_stored(m, 0, 0))
+            )
+            pinned = windows.pinned_tokens(context.window) + new_pinned
+            if new_pinned and pinned > config.token_budget:
+                raise InvalidInput(
+                    f"Pinned messages would use {pinned} tokens, more than the token budget "
+                    f"of {config.token_budget}.",
+                    "pinned_exceeds_budget",
+                )
+        appended = []
+        for message in command.messages:
+            stored = _stored(message, context.last_seq + 1, command.at)
+            context.log.append(stored)
+            context.window.append(stored)
+            context.used_tokens += stored.token_count
+            appended.append(
+                AppendedMessage(
+                    seq=stored.seq or 0,
+                    id=stored.id,
+                    token_count=stored.token_count,
+                    created_at=command.at,
+                )
+            )
+        has_results = any(windows.tool_result_ids(m) for m in context.window[-len(appended) :])
+        self._maintain_window(context, force=has_results)
+        self._touch(context, command.at)
+        result = AppendResult(
+            version=context.version,
+            last_seq=context.last_seq,
+            messages=appended,
+            used_tokens=context.used_tokens,
+            needs_compaction=context.needs_compaction,
+        )
+        _remember(context, command.idempotency_key, command.fingerprint, result)
+        return result
+
+    def _compact(self, command: Compact) -> CompactResult:
+        context = self.get(command.context_id)
+        replay = _replay(context, command.idempotency_key, command.fingerprint)
+        if replay is not None:
+            assert isinstance(replay, CompactResult)
+            return replay
+        _require_active(context)
+        _check_version(context, command.if_version)
+        _check_tokenizer(context, command.tokenizer)
+        replacement = [_stored(m, None, command.at) for m in command.replacement]
+        total = windows.window_tokens(replacement)
+        config = context.config
+        if config.policy.strategy != "manual" and total > config.token_budget:
+            raise InvalidInput(
+                f"The replacement has {total} tokens, more than the token budget of "
+                f"{config.token_budget}.",
+                "replacement_exceeds_budget",
+            )
+        context.window = replacement
+        context.used_tokens = total
+        context.needs_compaction = (
+            config.policy.strategy == "manual" and total > config.trigger_ratio * config.token_budget
+        )
+        self._touch(context, command.at)
+        result = CompactResult(
+            version=context.version,
+            used_tokens=context.used_tokens,
+            needs_compaction=context.needs_compaction,
+            message_count=len(replacement),
+        )
+        _remember(context, command.idempotency_key, command.fingerprint, result)
+        return result
+
+    def _patch_metadata(self, command: PatchMetadata) -> Context:
+        context = self.get(command.context_id)
+        _require_active(context)
+        _check_version(context, command.if_version)
+        merged = merge_patch(context.metadata, command.patch)
+        if merged != context.metadata:
+            context.metadata = merged
+            self._touch(context, command.at)
+        return context
+
+    def _tombstone(self, command: Tombstone) -> Context:
+        context = self.get(command.context_id)
+        if context.status != "tombstoned":
+            context.status = "tombstoned"
+            self._touch(context, command.at)
+        return context
+
+    # --- helpers -----------------------------------------------------------
+
+    @staticmethod
+    def _touch(context: Context, at: int) -> None:
+        context.version += 1
+        context.updated_at = max(context.updated_at, at)
+
+    @staticmethod
+    def _maintain_window(context: Context, *, force: bool) -> None:
+        """Re-apply the policy when the window crossed the trigger (or ``force``).
+
+        ``used_tokens`` is kept incrementally by the caller; it is summed again
+        only when the window was rewritten here.
+        """
+        config = context.config
+        manual = config.policy.strategy == "manual"
+        if context.used_tokens > config.trigger_ratio * config.token_budget:
+            context.window, context.needs_compaction = windows.apply_policy(context.window, config)
+        elif force and not manual:
+            context.window = windows.orphan_free(context.window)
+            context.needs_compaction = False
+        else:
+            context.needs_compaction = False
+            return
+        context.used_tokens = windows.window_tokens(context.window)
+
+    # --- snapshots ---------------------------------------------------------
+
+    def to_json(self) -> JSONObject:
+        return {
+            "contexts": [
+                converter.unstructure(self.contexts[key], Context) for key in sorted(self.contexts)
+            ]
+        }
+
+    def to_bytes(self) -> bytes:
+        """Canonical bytes of the whole state (used for snapshots and determinism checks)."""
+        return json.dumps(
+            self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> StateMachine:
+        machine = cls()
+        for raw in json.loads(data)["contexts"]:
+            context = converter.structure(raw, Context)
+            machine.contexts[context.id] = context
+        return machine
+
+
+def _stored(message: MessageInput, seq: int | None, at: int) -> Message:
+    return Message(
+        seq=seq,
+        id=message.id,
+        role=message.role,
+        parts=message.parts,
+        metadata=message.metadata,
+        token_count=message.token_count,
+        part_tokens=message.part_tokens,
+        created_at=at,
+    )
+
+
+def _require_active(context: Context) -> None:
+    if context.status == "tombstoned":
+        raise Conflict(f"Context '{context.id}' is tombstoned.", "context_tombstoned")
+
+
+def _check_version(context: Context, if_version: int | None) -> None:
+    if if_version is not None and if_version != context.version:
+        raise Conflict(
+            f"Context '{context.id}' is at version {context.version}, not {if_version}.",
+            "version_conflict",
+        )
+
+
+def _check_tokenizer(context: Context, tokenizer: str) -> None:
+    if tokenizer != context.config.tokenizer:
+        raise Conflict(
+            f"Tokens were counted with {tokenizer} but the context uses "
+            f"{context.config.tokenizer}; retry the request.",
+            "tokenizer_changed",
+        )
+
+
+def _replay(
+    context: Context, key: str | None, fingerprint: str | None
+) -> AppendResult | CompactResult | None:
+    if key is None or key not in context.idempotency:
+        return None
+    entry = context.idempotency[key]
+    if entry.fingerprint != fingerprint:
+        raise Conflict(
+            f"Idempotency key '{key}' was already used for a different request.",
+            "idempotency_key_reused",
+        )
+    return entry.result
+
+
+def _remember(
+    context: Context,
+    key: str | None,
+    fingerprint: str | None,
+    result: AppendResult | CompactResult,
+) -> None:
+    if key is None:
+        return
+    context.idempotency[key] = IdempotentEntry(fingerprint=fingerprint, result=result)
+    while len(context.idempotency) > IDEMPOTENCY_KEYS_PER_CONTEXT:
+        del context.idempotency[next(iter(context.idempotency))]
+
+
+def replay_commands(commands: Sequence[Command]) -> StateMachine:
+    """Apply commands to a fresh machine, ignoring refusals (for tests and recovery checks)."""
+    machine = StateMachine()
+    for command in commands:
+        try:
+            machine.apply(command)
+        except (InvalidInput, NotFound, Conflict):
+            pass
+    return machine

@@ -1,0 +1,215 @@
+"""The LLM window: tool-call units, policies and budget trimming (pure).
+
+A window is a list of :class:`Message`. Trimming never looks at single
+messages but at *units*: a message together with every later message whose
+``tool_result`` parts answer its ``tool_call`` parts. A unit with a pinned
+member is pinned. Units are kept or dropped whole, so a tool call is
+never split from its result. A tool result whose call is not in the window is
+an orphan and is dropped by every non-manual policy, so a window never begins
+with one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from .models import DEFAULT_LAST_N_LIMIT, DEFAULT_SKIP_KINDS, ContextConfig, Message
+
+TOOL_CALL = "tool_call"
+TOOL_RESULT = "tool_result"
+
+
+def is_pinned(message: Message) -> bool:
+    """System messages and messages with ``metadata.pinned == true`` always stay."""
+    return message.role == "system" or bool(
+        message.metadata is not None and message.metadata.get("pinned") is True
+    )
+
+
+def tool_call_ids(message: Message) -> list[str]:
+    return [
+        str(part["id"]) for part in message.parts if part.get("type") == TOOL_CALL and "id" in part
+    ]
+
+
+def tool_result_ids(message: Message) -> list[str]:
+    return [
+        str(part["tool_call_id"])
+        for part in message.parts
+        if part.get("type") == TOOL_RESULT and "tool_call_id" in part
+    ]
+
+
+@attrs.frozen
+class Unit:
+    """Indices (into the window) of messages that stay or go together."""
+
+    indices: tuple[int, ...]
+    pinned: bool
+    orphan: bool
+    tokens: int
+
+
+def build_units(window: Sequence[Message]) -> list[Unit]:
+    """Group a window into units, ordered by their first message."""
+    members: list[list[int]] = []
+    orphan: list[bool] = []
+    unit_of_call: dict[str, int] = {}
+    for index, message in enumerate(window):
+        answered = {unit_of_call[c] for c in tool_result_ids(message) if c in unit_of_call}
+        has_orphan_result = any(c not in unit_of_call for c in tool_result_ids(message))
+        if answered:
+            target = min(answered)
+            for other in sorted(answered - {target}, reverse=True):
+                members[target].extend(members[other])
+                members[other] = []
+                for call, unit in unit_of_call.items():
+                    if unit == other:
+                        unit_of_call[call] = target
+            members[target].append(index)
+            unit = target
+        else:
+            members.append([index])
+            orphan.append(has_orphan_result)
+            unit = len(members) - 1
+        for call in tool_call_ids(message):
+            unit_of_call[call] = unit
+    units = []
+    for index, indices in enumerate(members):
+        if not indices:
+            continue
+        ordered = tuple(sorted(indices))
+        pinned = any(is_pinned(window[i]) for i in ordered)
+        units.append(
+            Unit(
+                indices=ordered,
+                pinned=pinned,
+                orphan=orphan[index] and not pinned,
+                tokens=sum(window[i].token_count for i in ordered),
+            )
+        )
+    return units
+
+
+def _keep(window: Sequence[Message], units: Iterable[Unit]) -> list[Message]:
+    kept = sorted(i for unit in units for i in unit.indices)
+    return [window[i] for i in kept]
+
+
+def pinned_tokens(window: Sequence[Message]) -> int:
+    return sum(m.token_count for m in window if is_pinned(m))
+
+
+def trim(window: Sequence[Message], *, max_tokens: int, max_messages: int | None) -> list[Message]:
+    """Drop orphan units, then the oldest unpinned units until both limits hold.
+
+    Pinned messages are never dropped; the caller makes sure they fit.
+    """
+    units = [u for u in build_units(window) if not u.orphan]
+    tokens = sum(u.tokens for u in units)
+    count = sum(len(u.indices) for u in units if not u.pinned)
+    kept: list[Unit] = []
+    for unit in units:
+        over = tokens > max_tokens or (max_messages is not None and count > max_messages)
+        if over and not unit.pinned:
+            tokens -= unit.tokens
+            count -= len(unit.indices)
+            continue
+        kept.append(unit)
+    return _keep(window, kept)
+
+
+def strip_parts(
+    window: Sequence[Message], skip_kinds: Sequence[str], keep_from: int
+) -> list[Message]:
+    """Remove parts whose type starts with one of ``skip_kinds`` from older units.
+
+    Units that begin at or after ``keep_from`` (the current turn) stay intact,
+    so an agent loop in progress keeps its tool calls. A message left without
+    parts is dropped; a unit is stripped whole, so calls and results go
+    together.
+    """
+    prefixes = tuple(skip_kinds)
+    if not prefixes:
+        return list(window)
+    result: list[Message | None] = list(window)
+    for unit in build_units(window):
+        if unit.pinned or unit.indices[0] >= keep_from:
+            continue
+        for index in unit.indices:
+            result[index] = _strip_message(window[index], prefixes)
+    return [m for m in result if m is not None]
+
+
+def _strip_message(message: Message, prefixes: tuple[str, ...]) -> Message | None:
+    keep = [i for i, part in enumerate(message.parts) if not str(part["type"]).startswith(prefixes)]
+    if len(keep) == len(message.parts):
+        return message
+    if not keep:
+        return None
+    removed = sum(message.part_tokens[i] for i in range(len(message.parts)) if i not in keep)
+    return attrs.evolve(
+        message,
+        parts=[message.parts[i] for i in keep],
+        part_tokens=[message.part_tokens[i] for i in keep],
+        token_count=max(0, message.token_count - removed),
+    )
+
+
+def last_user_index(window: Sequence[Message]) -> int:
+    for index in range(len(window) - 1, -1, -1):
+        if window[index].role == "user":
+            return index
+    return len(window)
+
+
+def apply_policy(window: Sequence[Message], config: ContextConfig) -> tuple[list[Message], bool]:
+    """Rewrite a window that crossed the trigger. Returns ``(window, needs_compaction)``."""
+    strategy, options = config.policy.strategy, config.policy.config
+    if strategy == "manual":
+        return list(window), True
+    limit = int(options.get("limit", DEFAULT_LAST_N_LIMIT))
+    if strategy == "skip_parts":
+        kinds = options.get("skip_kinds", list(DEFAULT_SKIP_KINDS))
+        window = strip_parts(window, kinds, last_user_index(window))
+    return trim(window, max_tokens=config.token_budget, max_messages=limit), False
+
+
+def window_tokens(window: Sequence[Message]) -> int:
+    return sum(m.token_count for m in window)
+
+
+def orphan_free(window: Sequence[Message]) -> list[Message]:
+    """Drop tool results whose calls are not in the window (non-manual policies)."""
+    return _keep(window, [u for u in build_units(window) if not u.orphan])
+
+
+def segments(window: Sequence[Message]) -> list[dict[str, int | str | None]]:
+    """Describe the window as runs: contiguous log ranges and replacement messages."""
+    runs: list[dict[str, int | str | None]] = []
+    for message in window:
+        last = runs[-1] if runs else None
+        if message.seq is None:
+            if last is not None and last["type"] == "replacement":
+                last["count"] = int(last["count"] or 0) + 1
+                last["tokens"] = int(last["tokens"] or 0) + message.token_count
+                continue
+            runs.append({"type": "replacement", "count": 1, "tokens": message.token_count})
+            continue
+        if last is not None and last["type"] == "log" and last["to_seq"] == message.seq - 1:
+            last["to_seq"] = message.seq
+            last["count"] = int(last["count"] or 0) + 1
+            last["tokens"] = int(last["tokens"] or 0) + message.token_count
+            continue
+        runs.append(
+            {
+                "type": "log",
+                "from_seq": message.seq,
+                "to_seq": message.seq,
+                "count": 1,
+                "tokens": message.token_count,
+            }
+        )
+    return runs

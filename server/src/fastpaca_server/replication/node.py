@@ -1,0 +1,245 @@
+"""The replicated store: pysyncobj Raft in front of the core state machine.
+
+``ReplicatedStore.submit(command)`` proposes a command (as canonical JSON) to
+the Raft log and resolves once it is committed and applied, with the core's
+result or its :class:`~fastpaca_server.core.DomainError`. Reads go to the
+local state machine under a lock. A single node is a one-member cluster on
+the same code path.
+
+What we add to pysyncobj (see ``../shared/PYSYNCOBJ.md``):
+
+* :class:`DurableJournal` installed as ``pysyncobj.syncobj.createJournal``
+  (flush before acknowledging, atomic compaction, torn-tail repair);
+* our own snapshot serializer (:mod:`.snapshot`), always with a journal;
+* ``_SyncObj__loadDumpFile`` overridden so a restart with a snapshot newer
+  than the journal start keeps every journal entry after the snapshot point
+  (Raft §7) instead of only two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pysyncobj.syncobj
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.node import Node
+from pysyncobj.transport import Transport
+
+from ..core import Command, DomainError, StateMachine, command_from_json, command_to_json
+from .bridge import settle_from_thread
+from .journal import DurableJournal
+from .snapshot import SnapshotStore
+
+logger = logging.getLogger(__name__)
+
+JOURNAL_FILE = "raft.journal"
+SNAPSHOT_FILE = "raft.snapshot"
+
+
+def _create_journal(journal_file: str | None = None) -> Any:
+    if journal_file is None:
+        raise ValueError("Fastpaca always runs pysyncobj with a journal on disk")
+    return DurableJournal(journal_file)
+
+
+pysyncobj.syncobj.createJournal = _create_journal
+
+
+class ReplicationError(Exception):
+    """The command's outcome is not known to be committed (HTTP 503)."""
+
+    def __init__(self, message: str, *, committed_unknown: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.committed_unknown = committed_unknown
+
+
+class LocalTransport(Transport):  # type: ignore[misc]
+    """Transport of a one-member cluster: no sockets, always ready."""
+
+    def tryGetReady(self) -> None:  # noqa: N802
+        pass
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    def send(self, node: Any, message: Any) -> bool:
+        return False
+
+
+class _RaftNode(SyncObj):  # type: ignore[misc]
+    """pysyncobj object whose one replicated method hands commands to the core."""
+
+    def __init__(self, store: ReplicatedStore, conf: SyncObjConf) -> None:
+        self._store = store
+        super().__init__(Node("local"), [], conf, transportClass=LocalTransport)
+        self.addOnTickCallback(self._commit_without_waiting)
+
+    @replicated  # type: ignore[untyped-decorator]
+    def apply_command(self, payload: str) -> tuple[Any, DomainError | None]:
+        return self._store._apply(payload)
+
+    def _commit_without_waiting(self) -> None:
+        # A leader commits entries on the tick after it adds them; wake the
+        # poller so that tick runs now instead of after autoTickPeriod.
+        log_end = self._SyncObj__getCurrentLogIndex()
+        if log_end > self._SyncObj__raftCommitIndex and self._isLeader():
+            notifier = getattr(self, "_SyncObj__pipeNotifier", None)
+            if notifier is not None:
+                notifier.notify()
+
+    def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:  # noqa: N802, N803
+        """pysyncobj's dump loading, fixed to keep entries after the snapshot point."""
+        try:
+            data = self._SyncObj__serializer.deserialize()
+            last_entry, previous_entry = data[1], data[2]
+            journal = self._SyncObj__raftLog
+            position = _find_entry(journal, previous_entry)
+            if position is None or _find_entry(journal, last_entry) != position + 1:
+                journal.clear()
+                journal.add(*previous_entry)
+                journal.add(*last_entry)
+            elif position > 0:
+                journal.deleteEntriesTo(position)
+            self._SyncObj__raftLastApplied = last_entry[1]
+            if self._SyncObj__raftCommitIndex < last_entry[1]:
+                self._SyncObj__raftCommitIndex = last_entry[1]
+            log_end = self._SyncObj__getCurrentLogIndex()
+            if self._SyncObj__raftCommitIndex > log_end:
+                self._SyncObj__raftCommitIndex = log_end
+            journal.setRaftCommitIndex(self._SyncObj__raftCommitIndex)
+            self._SyncObj__onSetCodeVersion(0)
+        except Exception:
+            logger.exception("failed to load the snapshot")
+            raise
+
+
+def _find_entry(journal: Any, entry: tuple[bytes, int, int]) -> int | None:
+    """Position of the entry with ``entry``'s index and term in the journal, if any."""
+    if len(journal) == 0:
+        return None
+    position = entry[1] - journal[0][1]
+    if 0 <= position < len(journal) and journal[position][2] == entry[2]:
+        return position
+    return None
+
+
+class ReplicatedStore:
+    """The state machine of one Raft group, replicated through pysyncobj."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        *,
+        log_compaction_entries: int = 100_000,
+        log_compaction_seconds: float = 3600.0,
+        submit_timeout: float = 10.0,
+    ) -> None:
+        os.makedirs(data_dir, exist_ok=True)
+        self.data_dir = data_dir
+        self.submit_timeout = submit_timeout
+        self._machine = StateMachine()
+        self._lock = threading.RLock()
+        self._ready = threading.Event()
+        self.snapshots = SnapshotStore(
+            os.path.join(data_dir, SNAPSHOT_FILE), self._current_state, self._install_state
+        )
+        conf = SyncObjConf(
+            journalFile=os.path.join(data_dir, JOURNAL_FILE),
+            fullDumpFile=self.snapshots.path,
+            serializer=self.snapshots.serialize,
+            deserializer=self.snapshots.deserialize,
+            serializeChecker=self.snapshots.check,
+            logCompactionMinEntries=log_compaction_entries,
+            logCompactionMinTime=log_compaction_seconds,
+            logCompactionSplit=False,
+            appendEntriesUseBatch=False,
+            dynamicMembershipChange=False,
+            onReady=self._ready.set,
+        )
+        self._node = _RaftNode(self, conf)
+
+    # --- lifecycle -----------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """True once the node leads and has applied everything it committed."""
+        return self._ready.is_set() and bool(self._node._isLeader())
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._ready.wait, timeout)
+
+    def close(self) -> None:
+        self._node.destroy()
+        self._node._SyncObj__thread.join(timeout=10)
+
+    @property
+    def journal(self) -> DurableJournal:
+        journal: DurableJournal = self._node._SyncObj__raftLog
+        return journal
+
+    # --- reads and writes ----------------------------------------------------
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[StateMachine]:
+        """The local state machine, locked against the Raft thread while in use."""
+        with self._lock:
+            yield self._machine
+
+    async def submit(self, command: Command) -> Any:
+        """Propose ``command``; return the core's result or raise its DomainError.
+
+        Raises :class:`ReplicationError` when the command was not committed, or
+        when its outcome is unknown (timeout): retry with the same idempotency key.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        payload = json.dumps(command_to_json(command), separators=(",", ":"), ensure_ascii=False)
+
+        def on_done(result: Any, error: Any) -> None:
+            settle_from_thread(loop, future, result, error)
+
+        self._node.apply_command(payload, callback=on_done)
+        try:
+            result, error = await asyncio.wait_for(future, self.submit_timeout)
+        except TimeoutError:
+            raise ReplicationError(
+                "The write was not confirmed in time; its outcome is unknown. "
+                "Retry with the same idempotency key.",
+                committed_unknown=True,
+            ) from None
+        if error != FAIL_REASON.SUCCESS:
+            unknown = error in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME)
+            raise ReplicationError(
+                f"The write was not committed (raft failure {error}).",
+                committed_unknown=unknown,
+            )
+        value, domain_error = result
+        if domain_error is not None:
+            raise domain_error
+        return value
+
+    # --- called on the Raft thread -------------------------------------------
+
+    def _apply(self, payload: str) -> tuple[Any, DomainError | None]:
+        command = command_from_json(json.loads(payload))
+        with self._lock:
+            try:
+                return self._machine.apply(command), None
+            except DomainError as error:
+                return None, error
+
+    def _current_state(self) -> StateMachine:
+        return self._machine
+
+    def _install_state(self, machine: StateMachine) -> None:
+        with self._lock:
+            self._machine = machine

@@ -1,0 +1,88 @@
+"""Snapshots of the state machine for pysyncobj's log compaction.
+
+pysyncobj is given our own ``serializer``/``deserializer``/``serializeChecker``
+(no fork, no pickle of the whole ``SyncObj``): a snapshot holds the core's
+canonical state bytes plus the two Raft entries pysyncobj needs to resume.
+The file is fsync'd; the checker reports success only after the directory
+holding the renamed file is fsync'd too, so pysyncobj deletes journal entries
+only once the snapshot that covers them is on stable storage.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import threading
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from pysyncobj.config import SERIALIZER_STATE
+
+from ..core import StateMachine
+from .journal import fsync_directory
+
+MAGIC = b"FPSNAP1\n"
+_LENGTHS = struct.Struct("<QQI")  # raft part length, state length, crc32 of both
+
+
+class SnapshotStore:
+    """Writes and reads snapshots; restores the state through ``install``."""
+
+    def __init__(
+        self,
+        path: str,
+        current_state: Callable[[], StateMachine],
+        install: Callable[[StateMachine], None],
+    ) -> None:
+        self.path = path
+        self._current_state = current_state
+        self._install = install
+        self._status = SERIALIZER_STATE.NOT_SERIALIZING
+        self._lock = threading.Lock()
+        self.snapshots_written = 0
+
+    def serialize(self, tmp_path: str, raft_data: Any) -> None:
+        """pysyncobj ``serializer``: runs on the Raft thread, which is the only writer."""
+        try:
+            raft_part = pickle.dumps(tuple(raft_data), protocol=4)
+            state_part = self._current_state().to_bytes()
+            crc = zlib.crc32(raft_part + state_part)
+            with open(tmp_path, "wb") as handle:
+                handle.write(MAGIC + _LENGTHS.pack(len(raft_part), len(state_part), crc))
+                handle.write(raft_part)
+                handle.write(state_part)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except BaseException:
+            with self._lock:
+                self._status = SERIALIZER_STATE.FAILED
+            raise
+        with self._lock:
+            self._status = SERIALIZER_STATE.SUCCESS
+
+    def check(self) -> int:
+        """pysyncobj ``serializeChecker``: called on the next tick, after the rename."""
+        with self._lock:
+            status, self._status = self._status, SERIALIZER_STATE.NOT_SERIALIZING
+        if status == SERIALIZER_STATE.SUCCESS:
+            fsync_directory(os.path.dirname(self.path))
+            self.snapshots_written += 1
+        return int(status)
+
+    def deserialize(self, path: str) -> tuple[Any, ...]:
+        """pysyncobj ``deserializer``: install the state, return the Raft entries."""
+        with open(path, "rb") as handle:
+            data = handle.read()
+        if not data.startswith(MAGIC):
+            raise ValueError(f"{path} is not a Fastpaca snapshot")
+        raft_length, state_length, crc = _LENGTHS.unpack_from(data, len(MAGIC))
+        start = len(MAGIC) + _LENGTHS.size
+        raft_part = data[start : start + raft_length]
+        state_part = data[start + raft_length : start + raft_length + state_length]
+        if len(state_part) != state_length or zlib.crc32(raft_part + state_part) != crc:
+            raise ValueError(f"{path} is damaged")
+        self._install(StateMachine.from_bytes(state_part))
+        raft_data: tuple[Any, ...] = pickle.loads(raft_part)  # noqa: S301 - our own file
+        return raft_data
