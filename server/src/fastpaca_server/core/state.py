@@ -152,7 +152,7 @@ class StateMachine:
             assert isinstance(replay, AppendResult)
             return replay
         _require_active(context)
-        _check_version(context, command.if_version)
+        check_version(context, command.if_version)
         _check_tokenizer(context, command.tokenizer)
         config = context.config
         if config.policy.strategy != "manual":
@@ -208,7 +208,7 @@ class StateMachine:
             assert isinstance(replay, CompactResult)
             return replay
         _require_active(context)
-        _check_version(context, command.if_version)
+        check_version(context, command.if_version)
         _check_tokenizer(context, command.tokenizer)
         replacement = [_stored(m, None, command.at) for m in command.replacement]
         total = windows.window_tokens(replacement)
@@ -237,7 +237,7 @@ class StateMachine:
     def _patch_metadata(self, command: PatchMetadata) -> Context:
         context = self.get(command.context_id)
         _require_active(context)
-        _check_version(context, command.if_version)
+        check_version(context, command.if_version)
         merged = merge_patch(context.metadata, command.patch)
         if merged != context.metadata:
             context.metadata = merged
@@ -319,7 +319,7 @@ def _require_active(context: Context) -> None:
         raise Conflict(f"Context '{context.id}' is tombstoned.", "context_tombstoned")
 
 
-def _check_version(context: Context, if_version: int | None) -> None:
+def check_version(context: Context, if_version: int | None) -> None:
     if if_version is not None and if_version != context.version:
         raise Conflict(
             f"Context '{context.id}' is at version {context.version}, not {if_version}.",

@@ -1,0 +1,78 @@
+"""Prometheus metrics of one app (own registry, so tests can run many apps)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import attrs
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_WINDOW_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+_TOKEN_BUCKETS = (0, 100, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000, 256000, 10**6)
+
+
+@attrs.define
+class Metrics:
+    registry: CollectorRegistry = attrs.field(factory=CollectorRegistry)
+    requests: Counter = attrs.field(init=False)
+    latency: Histogram = attrs.field(init=False)
+    appended_messages: Counter = attrs.field(init=False)
+    appended_tokens: Counter = attrs.field(init=False)
+    window_messages: Histogram = attrs.field(init=False)
+    window_tokens: Histogram = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        registry = self.registry
+        self.requests = Counter(
+            "fastpaca_http_requests",
+            "HTTP requests by route and status.",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "fastpaca_http_request_duration_seconds",
+            "HTTP request latency by route.",
+            ["method", "route"],
+            registry=registry,
+        )
+        self.appended_messages = Counter(
+            "fastpaca_appended_messages", "Messages appended to logs.", registry=registry
+        )
+        self.appended_tokens = Counter(
+            "fastpaca_appended_tokens", "Tokens of appended messages.", registry=registry
+        )
+        self.window_messages = Histogram(
+            "fastpaca_window_messages",
+            "Messages in the LLM window after a write.",
+            buckets=_WINDOW_BUCKETS,
+            registry=registry,
+        )
+        self.window_tokens = Histogram(
+            "fastpaca_window_tokens",
+            "Tokens in the LLM window after a write.",
+            buckets=_TOKEN_BUCKETS,
+            registry=registry,
+        )
+
+    def render(self) -> web.Response:
+        response = web.Response(body=generate_latest(self.registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+        @web.middleware
+        async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
+            started = time.perf_counter()
+            response = await handler(request)
+            info = request.match_info.route.resource
+            route = info.canonical if info is not None else "unmatched"
+            self.latency.labels(request.method, route).observe(time.perf_counter() - started)
+            self.requests.labels(request.method, route, str(response.status)).inc()
+            return response
+
+        return measure

@@ -1,0 +1,77 @@
+"""Core values to JSON response bodies (the shapes in spec/openapi.yaml)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from ..core import Context, Message
+from ..core.models import AppendResult, CompactResult, JSONObject
+
+
+def timestamp(ms: int) -> str:
+    """Milliseconds since the epoch as an RFC 3339 UTC timestamp."""
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def message(item: Message) -> JSONObject:
+    return {
+        "seq": item.seq,
+        "id": item.id,
+        "role": item.role,
+        "parts": item.parts,
+        "metadata": item.metadata,
+        "token_count": item.token_count,
+        "created_at": timestamp(item.created_at),
+    }
+
+
+def context(item: Context) -> JSONObject:
+    config = item.config
+    return {
+        "id": item.id,
+        "token_budget": config.token_budget,
+        "trigger_ratio": config.trigger_ratio,
+        "policy": {"strategy": config.policy.strategy, "config": config.policy.config},
+        "tokenizer": config.tokenizer,
+        "metadata": item.metadata,
+        "status": item.status,
+        "version": item.version,
+        "last_seq": item.last_seq,
+        "used_tokens": item.used_tokens,
+        "needs_compaction": item.needs_compaction,
+        "created_at": timestamp(item.created_at),
+        "updated_at": timestamp(item.updated_at),
+    }
+
+
+def append_result(result: AppendResult) -> JSONObject:
+    return {
+        "version": result.version,
+        "last_seq": result.last_seq,
+        "used_tokens": result.used_tokens,
+        "needs_compaction": result.needs_compaction,
+        "messages": [
+            {
+                "seq": item.seq,
+                "id": item.id,
+                "token_count": item.token_count,
+                "created_at": timestamp(item.created_at),
+            }
+            for item in result.messages
+        ],
+    }
+
+
+def compact_result(result: CompactResult) -> JSONObject:
+    return {
+        "version": result.version,
+        "used_tokens": result.used_tokens,
+        "needs_compaction": result.needs_compaction,
+        "message_count": result.message_count,
+    }
+
+
+def page(items: list[Message], **extra: Any) -> JSONObject:
+    return {"messages": [message(item) for item in items], **extra}

@@ -1,0 +1,267 @@
+"""HTTP handlers: parse → call → render. No domain logic lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from ..core import (
+    AppendMessages,
+    Compact,
+    InvalidInput,
+    MessageInput,
+    PatchMetadata,
+    PutContext,
+    Tombstone,
+)
+from ..core import window as windows
+from ..core.models import MAX_TOKEN_BUDGET, AppendResult, JSONObject
+from ..core.state import check_version
+from ..replication import ReplicatedStore
+from ..tokens import count_parts
+from . import render, validation
+from .keys import METRICS, STORE
+
+routes = web.RouteTableDef()
+
+_OFFLOAD_BYTES = 64 * 1024  # count tokens of larger bodies off the event loop
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _store(request: web.Request) -> ReplicatedStore:
+    return request.app[STORE]
+
+
+def _context_id(request: web.Request) -> str:
+    return validation.context_id(request.match_info["context_id"])
+
+
+async def _body(request: web.Request) -> JSONObject:
+    return validation.json_body(await request.read())
+
+
+def _context_json(request: web.Request, context_id: str) -> JSONObject:
+    with _store(request).read() as machine:
+        return render.context(machine.get(context_id))
+
+
+def _tokenizer_of(request: web.Request, context_id: str) -> str:
+    with _store(request).read() as machine:
+        return machine.get(context_id).config.tokenizer
+
+
+def _message_inputs(raw: list[JSONObject], tokenizer: str) -> list[MessageInput]:
+    inputs = []
+    for item in raw:
+        counted, per_part = count_parts(item["parts"], tokenizer)
+        given = item.get("token_count")
+        inputs.append(
+            MessageInput(
+                id=item.get("id") or f"msg_{uuid.uuid4().hex}",
+                role=item["role"],
+                parts=item["parts"],
+                metadata=item.get("metadata"),
+                token_count=counted if given is None else given,
+                part_tokens=per_part,
+            )
+        )
+    return inputs
+
+
+async def _counted(request: web.Request, raw: list[JSONObject], tokenizer: str) -> list[MessageInput]:
+    if (request.content_length or 0) < _OFFLOAD_BYTES:
+        return _message_inputs(raw, tokenizer)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, _message_inputs, raw, tokenizer)
+
+
+# --- contexts ---------------------------------------------------------------
+
+
+@routes.put("/v1/contexts/{context_id}")
+async def put_context(request: web.Request) -> web.Response:
+    context_id = _context_id(request)
+    config, metadata = validation.context_config(await _body(request))
+    await _store(request).submit(PutContext(context_id, _now_ms(), config, metadata))
+    return web.json_response(_context_json(request, context_id))
+
+
+@routes.get("/v1/contexts/{context_id}")
+async def get_context(request: web.Request) -> web.Response:
+    context_id = _context_id(request)
+    validation.query(request.query, {}, {})
+    return web.json_response(_context_json(request, context_id))
+
+
+@routes.delete("/v1/contexts/{context_id}")
+async def delete_context(request: web.Request) -> web.Response:
+    context_id = _context_id(request)
+    validation.query(request.query, {}, {})
+    await _store(request).submit(Tombstone(context_id, _now_ms()))
+    return web.json_response(_context_json(request, context_id))
+
+
+@routes.patch("/v1/contexts/{context_id}/metadata")
+async def patch_metadata(request: web.Request) -> web.Response:
+    context_id = _context_id(request)
+    patch, if_version = validation.metadata_patch(await _body(request))
+    await _store(request).submit(PatchMetadata(context_id, _now_ms(), patch, if_version))
+    return web.json_response(_context_json(request, context_id))
+
+
+# --- messages ---------------------------------------------------------------
+
+
+@routes.post("/v1/contexts/{context_id}/messages")
+async def append_messages(request: web.Request) -> web.Response:
+    context_id = _context_id(request)
+    body = await _body(request)
+    raw, key, if_version = validation.append_body(body)
+    tokenizer = _tokenizer_of(request, context_id)
+    messages = await _counted(request, raw, tokenizer)
+    command = AppendMessages(
+        context_id=context_id,
+        at=_now_ms(),
+        messages=messages,
+        tokenizer=tokenizer,
+        idempotency_key=key,
+        fingerprint=validation.fingerprint(body) if key is not None else None,
+        if_version=if_version,
+    )
+    result: AppendResult = await _store(request).submit(command)
+    metrics = request.app[METRICS]
+    metrics.appended_messages.inc(len(messages))
+    metrics.appended_tokens.inc(sum(m.token_count for m in messages))
+    metrics.window_tokens.observe(result.used_tokens)
+    with _store(request).read() as machine:
+        metrics.window_messages.observe(len(machine.get(context_id).window))
+    return web.json_response(render.append_result(result), status=201)
+
+
+@routes.get("/v1/contexts/{context_id}/tail")
+async def tail(request: web.Request) -> web.Response:
+    context_id = _context_id(request)
+    params = validation.query(
+        request.query,
+        {"offset": (0, validation.MAX_OFFSET), "limit": (1, validation.MAX_PAGE)},
+        {"offset": 0, "limit": 50},
+    )
+    with _store(request).read() as machine:
+        context = machine.get(context_id)
+        items = context.tail(params["offset"], params["limit"])
+        has_more = bool(items) and (items[0].seq or 0) > 1
+        return web.json_response(
+            render.page(items, last_seq=context.last_seq, has_more=has_more)
+        )
+
+
+@routes.get("/v1/contexts/{context_id}/messages")
+async def list_messages(request: web.Request) -> web.Response:
+    context_id = _context_id(request)
+    params = validation.query(
+        request.query,
+        {
+            "after_seq": (0, validation.MAX_OFFSET),
+            "before_seq": (1, validation.MAX_OFFSET),
+            "limit": (1, validation.MAX_PAGE),
+        },
+        {"after_seq": 0, "limit": 50},
+    )
+    with _store(request).read() as machine:
+        context = machine.get(context_id)
+        items = context.messages_between(
+            params["after_seq"], params.get("before_seq"), params["limit"]
+        )
+        end = context.last_seq if "before_seq" not in params else params["before_seq"] - 1
+        has_more = bool(items) and (items[-1].seq or 0) < min(end, context.last_seq)
+        return web.json_response(
+            render.page(items, last_seq=context.last_seq, has_more=has_more)
+        )
+
+
+# --- the LLM window -----------------------------------------------------------
+
+
+@routes.get("/v1/contexts/{context_id}/context")
+async def get_window(request: web.Request) -> web.Response:
+    context_id = _context_id(request)
+    params = validation.query(
+        request.query,
+        {"budget_tokens": (1, MAX_TOKEN_BUDGET), "if_version": (0, 2**62)},
+        {},
+    )
+    with _store(request).read() as machine:
+        context = machine.get(context_id)
+        if "if_version" in params:
+            check_version(context, params["if_version"])
+        window = context.window
+        budget = context.config.token_budget
+        if "budget_tokens" in params:
+            budget = params["budget_tokens"]
+            pinned = windows.pinned_tokens(window)
+            if pinned > budget:
+                raise InvalidInput(
+                    f"Pinned messages use {pinned} tokens, more than budget_tokens={budget}.",
+                    "budget_too_small",
+                )
+            if windows.window_tokens(window) > budget:
+                window = windows.trim(window, max_tokens=budget, max_messages=None)
+        body: dict[str, Any] = {
+            "version": context.version,
+            "messages": [render.message(item) for item in window],
+            "used_tokens": windows.window_tokens(window),
+            "budget_tokens": budget,
+            "needs_compaction": context.needs_compaction,
+            "segments": windows.segments(window),
+        }
+    return web.json_response(body)
+
+
+@routes.post("/v1/contexts/{context_id}/compact")
+async def compact(request: web.Request) -> web.Response:
+    context_id = _context_id(request)
+    body = await _body(request)
+    raw, key, if_version = validation.compact_body(body)
+    tokenizer = _tokenizer_of(request, context_id)
+    replacement = await _counted(request, raw, tokenizer)
+    command = Compact(
+        context_id=context_id,
+        at=_now_ms(),
+        replacement=replacement,
+        tokenizer=tokenizer,
+        idempotency_key=key,
+        fingerprint=validation.fingerprint(body) if key is not None else None,
+        if_version=if_version,
+    )
+    result = await _store(request).submit(command)
+    return web.json_response(render.compact_result(result))
+
+
+# --- operations ---------------------------------------------------------------
+
+
+@routes.get("/health/live")
+async def live(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/health/ready")
+async def ready(request: web.Request) -> web.Response:
+    if not _store(request).ready:
+        return web.json_response(
+            {"error": "not_ready", "message": "The node has no leader or is still replaying."},
+            status=503,
+        )
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    return request.app[METRICS].render()

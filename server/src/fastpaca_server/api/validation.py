@@ -1,0 +1,273 @@
+"""Request parsing: JSON bodies and query strings into checked values.
+
+Every function raises :class:`~fastpaca_server.core.InvalidInput` with a
+sentence that names the offending field; nothing here touches state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ..core import InvalidInput
+from ..core.models import (
+    DEFAULT_LAST_N_LIMIT,
+    DEFAULT_SKIP_KINDS,
+    DEFAULT_TRIGGER_RATIO,
+    MAX_POLICY_LIMIT,
+    MAX_TOKEN_BUDGET,
+    STRATEGIES,
+    TOKENIZERS,
+    ContextConfig,
+    JSONObject,
+    Policy,
+)
+
+CONTEXT_ID = re.compile(r"[A-Za-z0-9._:-]{1,256}")
+MAX_PAGE = 1000
+MAX_BATCH = 1000
+MAX_PARTS = 1000
+MAX_ID_LENGTH = 256
+MAX_ROLE_LENGTH = 64
+MAX_PART_TYPE_LENGTH = 128
+MAX_SKIP_KINDS = 64
+MAX_METADATA_BYTES = 64 * 1024
+MAX_OFFSET = 10**12
+
+
+def context_id(raw: str) -> str:
+    if not CONTEXT_ID.fullmatch(raw):
+        raise InvalidInput(
+            "Context ids are 1-256 characters of letters, digits, '.', '_', ':' and '-'.",
+            "invalid_context_id",
+        )
+    return raw
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def json_body(raw: bytes) -> JSONObject:
+    """Parse a JSON object body (no NaN/Infinity, UTF-8)."""
+    try:
+        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise InvalidInput(f"The body is not valid JSON: {error}.", "invalid_json") from None
+    if not isinstance(value, dict):
+        raise InvalidInput("The body must be a JSON object.", "invalid_json")
+    return value
+
+
+def _only(obj: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise InvalidInput(
+            f"Unknown field{'s' if len(unknown) > 1 else ''} in {where}: {', '.join(unknown)}.",
+            "unknown_field",
+        )
+
+
+def integer(value: Any, name: str, *, minimum: int, maximum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidInput(f"'{name}' must be an integer.")
+    if not minimum <= value <= maximum:
+        raise InvalidInput(f"'{name}' must be between {minimum} and {maximum}.")
+    return value
+
+
+def string(value: Any, name: str, *, max_length: int, min_length: int = 1) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"'{name}' must be a string.")
+    if not min_length <= len(value) <= max_length:
+        raise InvalidInput(f"'{name}' must be {min_length}-{max_length} characters long.")
+    return value
+
+
+def _object(value: Any, name: str) -> JSONObject:
+    if not isinstance(value, dict):
+        raise InvalidInput(f"'{name}' must be a JSON object.")
+    return value
+
+
+def metadata(value: Any, name: str = "metadata") -> JSONObject:
+    obj = _object(value, name)
+    if len(canonical_json(obj)) > MAX_METADATA_BYTES:
+        raise InvalidInput(f"'{name}' is larger than {MAX_METADATA_BYTES} bytes.")
+    return obj
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def fingerprint(body: JSONObject) -> str:
+    """What identifies a request for idempotency: the body without its key."""
+    content = {k: v for k, v in body.items() if k != "idempotency_key"}
+    return hashlib.sha256(canonical_json(content)).hexdigest()
+
+
+# --- contexts ---------------------------------------------------------------
+
+
+def context_config(body: JSONObject) -> tuple[ContextConfig, JSONObject | None]:
+    """Parse a PUT body into a config and optional metadata."""
+    _only(body, {"token_budget", "trigger_ratio", "policy", "tokenizer", "metadata"}, "the body")
+    if "token_budget" not in body:
+        raise InvalidInput("'token_budget' is required.")
+    budget = integer(body["token_budget"], "token_budget", minimum=1, maximum=MAX_TOKEN_BUDGET)
+    ratio = body.get("trigger_ratio", DEFAULT_TRIGGER_RATIO)
+    if (
+        not isinstance(ratio, int | float)
+        or isinstance(ratio, bool)
+        or not math.isfinite(ratio)
+        or not 0 < ratio <= 1
+    ):
+        raise InvalidInput("'trigger_ratio' must be a number in (0, 1].")
+    tokenizer = body.get("tokenizer", "o200k_base")
+    if tokenizer not in TOKENIZERS:
+        raise InvalidInput(f"'tokenizer' must be one of {', '.join(TOKENIZERS)}.")
+    config = ContextConfig(
+        token_budget=budget,
+        trigger_ratio=float(ratio),
+        policy=policy(body.get("policy", {"strategy": "last_n"})),
+        tokenizer=tokenizer,
+    )
+    meta = metadata(body["metadata"]) if "metadata" in body else None
+    return config, meta
+
+
+def policy(value: Any) -> Policy:
+    obj = _object(value, "policy")
+    _only(obj, {"strategy", "config"}, "'policy'")
+    strategy = obj.get("strategy")
+    if strategy not in STRATEGIES:
+        raise InvalidInput(f"'policy.strategy' must be one of {', '.join(STRATEGIES)}.")
+    options = _object(obj.get("config", {}), "policy.config")
+    if strategy == "manual":
+        _only(options, set(), "'policy.config' of the manual strategy")
+        return Policy(strategy="manual", config={})
+    allowed = {"limit"} if strategy == "last_n" else {"limit", "skip_kinds"}
+    _only(options, allowed, f"'policy.config' of the {strategy} strategy")
+    config: JSONObject = {
+        "limit": integer(
+            options.get("limit", DEFAULT_LAST_N_LIMIT),
+            "policy.config.limit",
+            minimum=1,
+            maximum=MAX_POLICY_LIMIT,
+        )
+    }
+    if strategy == "skip_parts":
+        kinds = options.get("skip_kinds", list(DEFAULT_SKIP_KINDS))
+        if not isinstance(kinds, list) or len(kinds) > MAX_SKIP_KINDS:
+            raise InvalidInput(
+                f"'policy.config.skip_kinds' must be a list of at most {MAX_SKIP_KINDS} strings."
+            )
+        config["skip_kinds"] = [
+            string(kind, "policy.config.skip_kinds[]", max_length=MAX_PART_TYPE_LENGTH)
+            for kind in kinds
+        ]
+    return Policy(strategy=strategy, config=config)
+
+
+# --- messages ---------------------------------------------------------------
+
+
+def message(value: Any, name: str) -> JSONObject:
+    """Check one UIMessage-shaped object; returns it (ids are filled in later)."""
+    obj = _object(value, name)
+    _only(obj, {"id", "role", "parts", "metadata", "token_count"}, f"'{name}'")
+    if "role" not in obj:
+        raise InvalidInput(f"'{name}.role' is required.")
+    string(obj["role"], f"{name}.role", max_length=MAX_ROLE_LENGTH)
+    if "id" in obj and obj["id"] is not None:
+        string(obj["id"], f"{name}.id", max_length=MAX_ID_LENGTH)
+    parts = obj.get("parts")
+    if not isinstance(parts, list) or not parts:
+        raise InvalidInput(f"'{name}.parts' must be a non-empty list.")
+    if len(parts) > MAX_PARTS:
+        raise InvalidInput(f"'{name}.parts' has more than {MAX_PARTS} parts.")
+    for index, part in enumerate(parts):
+        _part(part, f"{name}.parts[{index}]")
+    if obj.get("metadata") is not None:
+        metadata(obj["metadata"], f"{name}.metadata")
+    if "token_count" in obj and obj["token_count"] is not None:
+        integer(obj["token_count"], f"{name}.token_count", minimum=0, maximum=MAX_TOKEN_BUDGET)
+    return obj
+
+
+def _part(value: Any, name: str) -> None:
+    part = _object(value, name)
+    string(part.get("type"), f"{name}.type", max_length=MAX_PART_TYPE_LENGTH)
+    if part["type"] == "tool_call":
+        string(part.get("id"), f"{name}.id", max_length=MAX_ID_LENGTH)
+        string(part.get("name"), f"{name}.name", max_length=MAX_ID_LENGTH)
+    elif part["type"] == "tool_result":
+        string(part.get("tool_call_id"), f"{name}.tool_call_id", max_length=MAX_ID_LENGTH)
+    elif part["type"] == "text" and not isinstance(part.get("text"), str):
+        raise InvalidInput(f"'{name}.text' must be a string.")
+
+
+def append_body(body: JSONObject) -> tuple[list[JSONObject], str | None, int | None]:
+    """``(messages, idempotency_key, if_version)`` of an append request."""
+    _only(body, {"message", "messages", "idempotency_key", "if_version"}, "the body")
+    if ("message" in body) == ("messages" in body):
+        raise InvalidInput("Send either 'message' (one) or 'messages' (a batch).")
+    if "message" in body:
+        messages = [message(body["message"], "message")]
+    else:
+        batch = body["messages"]
+        if not isinstance(batch, list) or not 1 <= len(batch) <= MAX_BATCH:
+            raise InvalidInput(f"'messages' must be a list of 1-{MAX_BATCH} messages.")
+        messages = [message(item, f"messages[{i}]") for i, item in enumerate(batch)]
+    return messages, idempotency_key(body), if_version(body)
+
+
+def compact_body(body: JSONObject) -> tuple[list[JSONObject], str | None, int | None]:
+    _only(body, {"replacement", "idempotency_key", "if_version"}, "the body")
+    replacement = body.get("replacement")
+    if not isinstance(replacement, list) or len(replacement) > MAX_BATCH:
+        raise InvalidInput(f"'replacement' must be a list of at most {MAX_BATCH} messages.")
+    messages = [message(item, f"replacement[{i}]") for i, item in enumerate(replacement)]
+    return messages, idempotency_key(body), if_version(body)
+
+
+def metadata_patch(body: JSONObject) -> tuple[JSONObject, int | None]:
+    _only(body, {"metadata", "if_version"}, "the body")
+    if "metadata" not in body:
+        raise InvalidInput("'metadata' is required.")
+    return metadata(body["metadata"]), if_version(body)
+
+
+def idempotency_key(body: JSONObject) -> str | None:
+    key = body.get("idempotency_key")
+    return None if key is None else string(key, "idempotency_key", max_length=MAX_ID_LENGTH)
+
+
+def if_version(body: JSONObject) -> int | None:
+    value = body.get("if_version")
+    return None if value is None else integer(value, "if_version", minimum=0, maximum=2**62)
+
+
+# --- query strings ----------------------------------------------------------
+
+
+def query(
+    params: Mapping[str, str], allowed: dict[str, tuple[int, int]], defaults: dict[str, int]
+) -> dict[str, int]:
+    """Integer query parameters within ``allowed`` bounds; unknown names are refused."""
+    _only(params, set(allowed), "the query string")
+    result = dict(defaults)
+    for name, raw in params.items():
+        getall = getattr(params, "getall", None)
+        if getall is not None and len(getall(name)) > 1:
+            raise InvalidInput(f"'{name}' is given more than once.")
+        if not re.fullmatch(r"-?[0-9]{1,19}", raw):
+            raise InvalidInput(f"'{name}' must be an integer.")
+        low, high = allowed[name]
+        result[name] = integer(int(raw), name, minimum=low, maximum=high)
+    return result
