@@ -27,7 +27,9 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         "--port", type=int, default=int(_env("PORT", "4000") or 4000), help="[FASTPACA_PORT]"
     )
     parser.add_argument(
-        "--data-dir", default=_env("DATA_DIR", "./data"), help="journal and snapshots [FASTPACA_DATA_DIR]"
+        "--data-dir",
+        default=_env("DATA_DIR", "./data"),
+        help="journal and snapshots [FASTPACA_DATA_DIR]",
     )
     parser.add_argument(
         "--api-key",
@@ -55,7 +57,9 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
     )
     args = parser.parse_args(argv)
     if args.max_body_bytes < 1024 or args.log_compaction_entries < 2 or args.submit_timeout <= 0:
-        parser.error("--max-body-bytes >= 1024, --log-compaction-entries >= 2, --submit-timeout > 0")
+        parser.error(
+            "--max-body-bytes >= 1024, --log-compaction-entries >= 2, --submit-timeout > 0"
+        )
     return ServerConfig(
         host=args.host,
         port=args.port,

@@ -92,7 +92,8 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="load every encoding offline")
     parser.parse_args()
     for name in TOKENIZERS:
-        print(f"{name}: {len(encoding(name).encode_ordinary('hello world'))} tokens for 'hello world'")
+        count = len(encoding(name).encode_ordinary("hello world"))
+        print(f"{name}: {count} tokens for 'hello world'")
 
 
 if __name__ == "__main__":

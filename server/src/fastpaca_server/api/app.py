@@ -7,16 +7,17 @@ import hmac
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from ..config import ServerConfig
 from ..replication import ReplicatedStore
-from .errors import Handler, error_response, error_middleware
+from .errors import Handler, error_middleware, error_response
 from .keys import CONFIG, METRICS, STORE
 from .metrics import Metrics
 from .routes import routes
 
 
-def auth_middleware(api_key: str) -> web.Middleware:
+def auth_middleware(api_key: str) -> Middleware:
     """Every ``/v1`` route needs ``Authorization: Bearer <key>``; health stays open."""
     expected = f"Bearer {api_key}".encode()
 
@@ -55,7 +56,7 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: ServerConfig) -> web.Application:
     metrics = Metrics()
-    middlewares = [metrics.middleware(), error_middleware]
+    middlewares: list[Middleware] = [metrics.middleware(), error_middleware]
     if config.api_key:
         middlewares.append(auth_middleware(config.api_key))
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=middlewares)

@@ -33,9 +33,7 @@ _HTTP_CODES = {
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
-    return web.json_response(
-        {"error": code, "message": message}, status=status, headers=headers
-    )
+    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
 
 
 @web.middleware
@@ -46,9 +44,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(error.status, error.code, error.message)
     except ReplicationError as error:
         return error_response(503, "unavailable", error.message, {"Retry-After": "1"})
-    except web.HTTPRequestEntityTooLarge as error:
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app._client_max_size
         return error_response(
-            413, "body_too_large", f"The request body is larger than {error.max_size} bytes."
+            413, "body_too_large", f"The request body is larger than the limit of {limit} bytes."
         )
     except web.HTTPException as error:
         if error.status < 400:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import attrs
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -64,7 +65,7 @@ class Metrics:
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
-    def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    def middleware(self) -> Middleware:
         @web.middleware
         async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
             started = time.perf_counter()

@@ -75,7 +75,9 @@ def _message_inputs(raw: list[JSONObject], tokenizer: str) -> list[MessageInput]
     return inputs
 
 
-async def _counted(request: web.Request, raw: list[JSONObject], tokenizer: str) -> list[MessageInput]:
+async def _counted(
+    request: web.Request, raw: list[JSONObject], tokenizer: str
+) -> list[MessageInput]:
     if (request.content_length or 0) < _OFFLOAD_BYTES:
         return _message_inputs(raw, tokenizer)
     loop = asyncio.get_running_loop()
@@ -157,9 +159,7 @@ async def tail(request: web.Request) -> web.Response:
         context = machine.get(context_id)
         items = context.tail(params["offset"], params["limit"])
         has_more = bool(items) and (items[0].seq or 0) > 1
-        return web.json_response(
-            render.page(items, last_seq=context.last_seq, has_more=has_more)
-        )
+        return web.json_response(render.page(items, last_seq=context.last_seq, has_more=has_more))
 
 
 @routes.get("/v1/contexts/{context_id}/messages")
@@ -181,9 +181,7 @@ async def list_messages(request: web.Request) -> web.Response:
         )
         end = context.last_seq if "before_seq" not in params else params["before_seq"] - 1
         has_more = bool(items) and (items[-1].seq or 0) < min(end, context.last_seq)
-        return web.json_response(
-            render.page(items, last_seq=context.last_seq, has_more=has_more)
-        )
+        return web.json_response(render.page(items, last_seq=context.last_seq, has_more=has_more))
 
 
 # --- the LLM window -----------------------------------------------------------

@@ -7,6 +7,7 @@ Applying the same commands in the same order gives byte-identical state
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -129,7 +130,8 @@ class StateMachine:
             return context
         if config.tokenizer != context.config.tokenizer and context.log:
             raise Conflict(
-                "The tokenizer of a context with messages cannot change: its counts would be wrong.",
+                "The tokenizer of a context with messages cannot change: "
+                "its counts would be wrong.",
                 "tokenizer_immutable",
             )
         pinned = windows.pinned_tokens(context.window)
@@ -222,7 +224,8 @@ class StateMachine:
         context.window = replacement
         context.used_tokens = total
         context.needs_compaction = (
-            config.policy.strategy == "manual" and total > config.trigger_ratio * config.token_budget
+            config.policy.strategy == "manual"
+            and total > config.trigger_ratio * config.token_budget
         )
         self._touch(context, command.at)
         result = CompactResult(
@@ -367,8 +370,6 @@ def replay_commands(commands: Sequence[Command]) -> StateMachine:
     """Apply commands to a fresh machine, ignoring refusals (for tests and recovery checks)."""
     machine = StateMachine()
     for command in commands:
-        try:
+        with contextlib.suppress(InvalidInput, NotFound, Conflict):
             machine.apply(command)
-        except (InvalidInput, NotFound, Conflict):
-            pass
     return machine

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 
@@ -16,7 +17,6 @@ def settle_from_thread(
             return
         future.set_result((result, error))
 
-    try:
+    # A closed loop raises RuntimeError: nobody waits for this result any more.
+    with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(settle)
-    except RuntimeError:
-        pass  # the loop is closed: nobody waits for this result any more

@@ -1,4 +1,4 @@
-"""A durable Raft journal for pysyncobj (closes gaps 1–4 of PYSYNCOBJ.md).
+"""A durable Raft journal for pysyncobj (closes gaps 1-4 of PYSYNCOBJ.md).
 
 pysyncobj's ``FileJournal`` writes into an mmap that is never flushed before
 an acknowledgement and compacts by rewriting the file in place. This journal:
@@ -112,7 +112,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
     def clear(self) -> None:
         self._rewrite([])
 
-    def deleteEntriesFrom(self, entryFrom: int) -> None:  # noqa: N802 - pysyncobj's name
+    def deleteEntriesFrom(self, entryFrom: int) -> None:
         if entryFrom >= len(self._entries):
             return
         self._handle.flush()
@@ -125,7 +125,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
         os.fsync(self._handle.fileno())
         self._dirty = False
 
-    def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802 - pysyncobj's name
+    def deleteEntriesTo(self, entryTo: int) -> None:
         self._rewrite(self._entries[entryTo:])
 
     def __getitem__(self, item: Any) -> Any:
@@ -147,27 +147,27 @@ class DurableJournal(Journal):  # type: ignore[misc]
             self._dirty = False
             self.flush_count += 1
 
-    def setRaftCommitIndex(self, raftCommitIndex: int) -> None:  # noqa: N802, N803
+    def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
         # pysyncobj calls this before applying entries and firing callbacks.
         self.flush()
         self._meta["raftCommitIndex"] = raftCommitIndex
         self._meta_dirty = True
 
-    def getRaftCommitIndex(self) -> int:  # noqa: N802
+    def getRaftCommitIndex(self) -> int:
         return int(self._meta.get("raftCommitIndex", 1))
 
-    def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:  # noqa: N802, N803
+    def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
         self._meta["currentTerm"] = term
         self._meta["votedForNodeId"] = votedForNodeId
         self._store_meta()
 
-    def getCurrentTerm(self) -> int:  # noqa: N802
+    def getCurrentTerm(self) -> int:
         return int(self._meta.get("currentTerm", 0))
 
-    def getVotedForNodeId(self) -> Any:  # noqa: N802
+    def getVotedForNodeId(self) -> Any:
         return self._meta.get("votedForNodeId")
 
-    def onOneSecondTimer(self) -> None:  # noqa: N802
+    def onOneSecondTimer(self) -> None:
         if self._meta_dirty:
             self._store_meta()
 

@@ -64,7 +64,7 @@ class ReplicationError(Exception):
 class LocalTransport(Transport):  # type: ignore[misc]
     """Transport of a one-member cluster: no sockets, always ready."""
 
-    def tryGetReady(self) -> None:  # noqa: N802
+    def tryGetReady(self) -> None:
         pass
 
     @property
@@ -78,6 +78,10 @@ class LocalTransport(Transport):  # type: ignore[misc]
 class _RaftNode(SyncObj):  # type: ignore[misc]
     """pysyncobj object whose one replicated method hands commands to the core."""
 
+    # pysyncobj's private state, read and written by the fixed dump loading below.
+    _SyncObj__raftCommitIndex: int
+    _SyncObj__raftLastApplied: int
+
     def __init__(self, store: ReplicatedStore, conf: SyncObjConf) -> None:
         self._store = store
         super().__init__(Node("local"), [], conf, transportClass=LocalTransport)
@@ -90,13 +94,14 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
     def _commit_without_waiting(self) -> None:
         # A leader commits entries on the tick after it adds them; wake the
         # poller so that tick runs now instead of after autoTickPeriod.
-        log_end = self._SyncObj__getCurrentLogIndex()
-        if log_end > self._SyncObj__raftCommitIndex and self._isLeader():
+        log_end: int = self._SyncObj__getCurrentLogIndex()
+        commit_index = self._SyncObj__raftCommitIndex
+        if log_end > commit_index and self._isLeader():
             notifier = getattr(self, "_SyncObj__pipeNotifier", None)
             if notifier is not None:
                 notifier.notify()
 
-    def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:  # noqa: N802, N803
+    def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:
         """pysyncobj's dump loading, fixed to keep entries after the snapshot point."""
         try:
             data = self._SyncObj__serializer.deserialize()
@@ -126,7 +131,7 @@ def _find_entry(journal: Any, entry: tuple[bytes, int, int]) -> int | None:
     """Position of the entry with ``entry``'s index and term in the journal, if any."""
     if len(journal) == 0:
         return None
-    position = entry[1] - journal[0][1]
+    position: int = entry[1] - journal[0][1]
     if 0 <= position < len(journal) and journal[position][2] == entry[2]:
         return position
     return None

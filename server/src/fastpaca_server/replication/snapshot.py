@@ -84,5 +84,5 @@ class SnapshotStore:
         if len(state_part) != state_length or zlib.crc32(raft_part + state_part) != crc:
             raise ValueError(f"{path} is damaged")
         self._install(StateMachine.from_bytes(state_part))
-        raft_data: tuple[Any, ...] = pickle.loads(raft_part)  # noqa: S301 - our own file
+        raft_data: tuple[Any, ...] = pickle.loads(raft_part)
         return raft_data
