@@ -2,9 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-HOST ?= 127.0.0.1
-PORT ?= 4000
-DATA_DIR ?= ./data
+HOST ?= $(or $(FASTPACA_HOST),127.0.0.1)
+PORT ?= $(or $(FASTPACA_PORT),4000)
+DATA_DIR ?= $(or $(FASTPACA_DATA_DIR),./data)
 
 .PHONY: install serve test lint typecheck pytest bench clean
 

@@ -19,13 +19,14 @@ from .routes import routes
 
 def auth_middleware(api_key: str) -> Middleware:
     """Every ``/v1`` route needs ``Authorization: Bearer <key>``; health stays open."""
-    expected = f"Bearer {api_key}".encode()
+    expected = api_key.encode()
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/v1/") or request.path == "/v1":
-            given = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            valid = hmac.compare_digest(token.strip().encode(), expected)
+            if scheme.lower() != "bearer" or not valid:
                 return error_response(
                     401,
                     "unauthorized",

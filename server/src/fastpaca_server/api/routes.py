@@ -19,7 +19,7 @@ from ..core import (
     Tombstone,
 )
 from ..core import window as windows
-from ..core.models import MAX_TOKEN_BUDGET, AppendResult, JSONObject
+from ..core.models import MAX_TOKEN_BUDGET, AppendResult, CompactResult, JSONObject
 from ..core.state import check_version
 from ..replication import ReplicatedStore
 from ..tokens import count_parts
@@ -44,6 +44,8 @@ def _context_id(request: web.Request) -> str:
 
 
 async def _body(request: web.Request) -> JSONObject:
+    """The JSON body of a write; write routes take no query parameters."""
+    validation.query(request.query, {}, {})
     return validation.json_body(await request.read())
 
 
@@ -52,9 +54,15 @@ def _context_json(request: web.Request, context_id: str) -> JSONObject:
         return render.context(machine.get(context_id))
 
 
-def _tokenizer_of(request: web.Request, context_id: str) -> str:
+def _admit(
+    request: web.Request, context_id: str, key: str | None, body: JSONObject, if_version: int | None
+) -> tuple[str, str | None]:
+    """Refuse early what the state machine would refuse anyway; return the
+    context's tokenizer and the request's idempotency fingerprint."""
+    fingerprint = validation.fingerprint(body) if key is not None else None
     with _store(request).read() as machine:
-        return machine.get(context_id).config.tokenizer
+        machine.admission_check(context_id, key, fingerprint, if_version)
+        return machine.get(context_id).config.tokenizer, fingerprint
 
 
 def _message_inputs(raw: list[JSONObject], tokenizer: str) -> list[MessageInput]:
@@ -126,7 +134,7 @@ async def append_messages(request: web.Request) -> web.Response:
     context_id = _context_id(request)
     body = await _body(request)
     raw, key, if_version = validation.append_body(body)
-    tokenizer = _tokenizer_of(request, context_id)
+    tokenizer, fingerprint = _admit(request, context_id, key, body, if_version)
     messages = await _counted(request, raw, tokenizer)
     command = AppendMessages(
         context_id=context_id,
@@ -134,17 +142,24 @@ async def append_messages(request: web.Request) -> web.Response:
         messages=messages,
         tokenizer=tokenizer,
         idempotency_key=key,
-        fingerprint=validation.fingerprint(body) if key is not None else None,
+        fingerprint=fingerprint,
         if_version=if_version,
     )
     result: AppendResult = await _store(request).submit(command)
-    metrics = request.app[METRICS]
-    metrics.appended_messages.inc(len(messages))
-    metrics.appended_tokens.inc(sum(m.token_count for m in messages))
-    metrics.window_tokens.observe(result.used_tokens)
-    with _store(request).read() as machine:
-        metrics.window_messages.observe(len(machine.get(context_id).window))
-    return web.json_response(render.append_result(result), status=201)
+    if not result.replayed:
+        metrics = request.app[METRICS]
+        metrics.appended_messages.inc(len(messages))
+        metrics.appended_tokens.inc(sum(m.token_count for m in messages))
+        metrics.window_tokens.observe(result.used_tokens)
+        with _store(request).read() as machine:
+            metrics.window_messages.observe(len(machine.get(context_id).window))
+    return web.json_response(
+        render.append_result(result), status=201, headers=_replay_header(result.replayed)
+    )
+
+
+def _replay_header(replayed: bool) -> dict[str, str]:
+    return {"Idempotent-Replayed": "true"} if replayed else {}
 
 
 @routes.get("/v1/contexts/{context_id}/tail")
@@ -227,7 +242,7 @@ async def compact(request: web.Request) -> web.Response:
     context_id = _context_id(request)
     body = await _body(request)
     raw, key, if_version = validation.compact_body(body)
-    tokenizer = _tokenizer_of(request, context_id)
+    tokenizer, fingerprint = _admit(request, context_id, key, body, if_version)
     replacement = await _counted(request, raw, tokenizer)
     command = Compact(
         context_id=context_id,
@@ -235,11 +250,11 @@ async def compact(request: web.Request) -> web.Response:
         replacement=replacement,
         tokenizer=tokenizer,
         idempotency_key=key,
-        fingerprint=validation.fingerprint(body) if key is not None else None,
+        fingerprint=fingerprint,
         if_version=if_version,
     )
-    result = await _store(request).submit(command)
-    return web.json_response(render.compact_result(result))
+    result: CompactResult = await _store(request).submit(command)
+    return web.json_response(render.compact_result(result), headers=_replay_header(result.replayed))
 
 
 # --- operations ---------------------------------------------------------------

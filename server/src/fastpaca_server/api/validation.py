@@ -18,6 +18,7 @@ from ..core.models import (
     DEFAULT_LAST_N_LIMIT,
     DEFAULT_SKIP_KINDS,
     DEFAULT_TRIGGER_RATIO,
+    MAX_METADATA_BYTES,
     MAX_POLICY_LIMIT,
     MAX_TOKEN_BUDGET,
     STRATEGIES,
@@ -35,14 +36,14 @@ MAX_ID_LENGTH = 256
 MAX_ROLE_LENGTH = 64
 MAX_PART_TYPE_LENGTH = 128
 MAX_SKIP_KINDS = 64
-MAX_METADATA_BYTES = 64 * 1024
 MAX_OFFSET = 10**12
 
 
 def context_id(raw: str) -> str:
-    if not CONTEXT_ID.fullmatch(raw):
+    if not CONTEXT_ID.fullmatch(raw) or not raw.strip("."):
         raise InvalidInput(
-            "Context ids are 1-256 characters of letters, digits, '.', '_', ':' and '-'.",
+            "Context ids are 1-256 characters of letters, digits, '.', '_', ':' and '-', "
+            "and not only dots.",
             "invalid_context_id",
         )
     return raw
@@ -52,10 +53,29 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text} is too large")
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def json_body(raw: bytes) -> JSONObject:
-    """Parse a JSON object body (no NaN/Infinity, UTF-8)."""
+    """Parse a JSON object body: UTF-8, no NaN/Infinity or numbers that overflow
+    to them, no unpaired surrogates (they cannot be written back as UTF-8)."""
     try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        value = json.loads(
+            raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
+        )
+        if _SURROGATE_ESCAPE.search(raw):
+            canonical_json(value)  # raises UnicodeEncodeError on an unpaired surrogate
+    except UnicodeEncodeError:
+        raise InvalidInput(
+            "The body contains an unpaired UTF-16 surrogate escape.", "invalid_json"
+        ) from None
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise InvalidInput(f"The body is not valid JSON: {error}.", "invalid_json") from None
     if not isinstance(value, dict):

@@ -24,6 +24,7 @@ DEFAULT_SKIP_KINDS = ("tool", "dynamic-tool", "reasoning")
 MAX_TOKEN_BUDGET = 10_000_000
 MAX_POLICY_LIMIT = 100_000
 IDEMPOTENCY_KEYS_PER_CONTEXT = 10_000
+MAX_METADATA_BYTES = 64 * 1024
 
 ContextStatus = Literal["active", "tombstoned"]
 
@@ -154,11 +155,14 @@ class AppendedMessage:
 
 @attrs.frozen
 class AppendResult:
+    """What an append answers. ``replayed`` is true when an idempotency key matched."""
+
     version: int
     last_seq: int
     messages: list[AppendedMessage]
     used_tokens: int
     needs_compaction: bool
+    replayed: bool = False
 
 
 @attrs.frozen
@@ -167,6 +171,7 @@ class CompactResult:
     used_tokens: int
     needs_compaction: bool
     message_count: int
+    replayed: bool = False
 
 
 @attrs.frozen

@@ -18,6 +18,7 @@ from . import window as windows
 from .errors import Conflict, InvalidInput, NotFound
 from .models import (
     IDEMPOTENCY_KEYS_PER_CONTEXT,
+    MAX_METADATA_BYTES,
     AppendedMessage,
     AppendMessages,
     AppendResult,
@@ -97,6 +98,20 @@ class StateMachine:
             raise NotFound(f"Context '{context_id}' does not exist.")
         return context
 
+    def admission_check(
+        self, context_id: str, key: str | None, fingerprint: str | None, if_version: int | None
+    ) -> None:
+        """Refusals no later command can undo, checked before proposing a write.
+
+        A write that would be refused anyway then costs no journal entry. An
+        idempotency key that matches skips the check: the replay must answer.
+        """
+        context = self.get(context_id)
+        if _replay(context, key, fingerprint) is not None:
+            return
+        _require_active(context)
+        check_version(context, if_version)
+
     # --- writes ------------------------------------------------------------
 
     def apply(self, command: Command) -> Any:
@@ -152,41 +167,27 @@ class StateMachine:
         replay = _replay(context, command.idempotency_key, command.fingerprint)
         if replay is not None:
             assert isinstance(replay, AppendResult)
-            return replay
+            return attrs.evolve(replay, replayed=True)
         _require_active(context)
         check_version(context, command.if_version)
         _check_tokenizer(context, command.tokenizer)
-        config = context.config
-        if config.policy.strategy != "manual":
-            for message in command.messages:
-                if message.token_count > config.token_budget:
-                    raise InvalidInput(
-                        f"Message '{message.id}' has {message.token_count} tokens, more than the "
-                        f"context's token budget of {config.token_budget}; it could never be "
-                        "sent to the model.",
-                        "message_exceeds_budget",
-                    )
-            new_pinned = sum(
-                m.token_count for m in command.messages if windows.is_pinned(_stored(m, 0, 0))
-            )
-            pinned = windows.pinned_tokens(context.window) + new_pinned
-            if new_pinned and pinned > config.token_budget:
-                raise InvalidInput(
-                    f"Pinned messages would use {pinned} tokens, more than the token budget "
-                    f"of {config.token_budget}.",
-                    "pinned_exceeds_budget",
-                )
-        appended = []
-        for message in command.messages:
-            stored = _stored(message, context.last_seq + 1, command.at)
-            context.log.append(stored)
-            context.window.append(stored)
-            context.used_tokens += stored.token_count
+        first_seq = context.last_seq + 1
+        stored = [
+            _stored(message, first_seq + offset, command.at)
+            for offset, message in enumerate(command.messages)
+        ]
+        if context.config.policy.strategy != "manual":
+            _check_fits(context.window, stored, context.config.token_budget)
+        appended: list[AppendedMessage] = []
+        for message in stored:
+            context.log.append(message)
+            context.window.append(message)
+            context.used_tokens += message.token_count
             appended.append(
                 AppendedMessage(
-                    seq=stored.seq or 0,
-                    id=stored.id,
-                    token_count=stored.token_count,
+                    seq=first_seq + len(appended),
+                    id=message.id,
+                    token_count=message.token_count,
                     created_at=command.at,
                 )
             )
@@ -208,7 +209,7 @@ class StateMachine:
         replay = _replay(context, command.idempotency_key, command.fingerprint)
         if replay is not None:
             assert isinstance(replay, CompactResult)
-            return replay
+            return attrs.evolve(replay, replayed=True)
         _require_active(context)
         check_version(context, command.if_version)
         _check_tokenizer(context, command.tokenizer)
@@ -242,6 +243,7 @@ class StateMachine:
         _require_active(context)
         check_version(context, command.if_version)
         merged = merge_patch(context.metadata, command.patch)
+        _check_metadata_size(merged)
         if merged != context.metadata:
             context.metadata = merged
             self._touch(context, command.at)
@@ -270,7 +272,9 @@ class StateMachine:
         """
         config = context.config
         manual = config.policy.strategy == "manual"
-        if context.used_tokens > config.trigger_ratio * config.token_budget:
+        limit = windows.message_limit(config)
+        over_limit = limit is not None and len(context.window) > limit
+        if context.used_tokens > windows.trigger_tokens(config) or over_limit:
             context.window, context.needs_compaction = windows.apply_policy(context.window, config)
         elif force and not manual:
             context.window = windows.orphan_free(context.window)
@@ -315,6 +319,51 @@ def _stored(message: MessageInput, seq: int | None, at: int) -> Message:
         part_tokens=message.part_tokens,
         created_at=at,
     )
+
+
+def _check_fits(window: Sequence[Message], new: Sequence[Message], budget: int) -> None:
+    """Refuse new messages that a non-manual policy could only keep by breaking the budget.
+
+    Each new message's unit (the message, or a tool call with its results)
+    must fit beside the pinned units; otherwise the policy would have to drop
+    the very message just appended, or the window would overrun the budget.
+    """
+    for index, message in enumerate(new):
+        if message.token_count > budget:
+            raise InvalidInput(
+                f"messages[{index}] has {message.token_count} tokens, more than the context's "
+                f"token budget of {budget}; it could never be sent to the model.",
+                "message_exceeds_budget",
+            )
+    units = windows.build_units([*window, *new])
+    pinned = sum(unit.tokens for unit in units if unit.pinned)
+    if pinned > budget:
+        raise InvalidInput(
+            f"Pinned messages (and the tool messages bound to them) would use {pinned} tokens, "
+            f"more than the token budget of {budget}.",
+            "pinned_exceeds_budget",
+        )
+    first_new = len(window)
+    for unit in units:
+        if unit.pinned or unit.orphan or unit.indices[-1] < first_new:
+            continue
+        if unit.tokens + pinned > budget:
+            what = "The message" if len(unit.indices) == 1 else "The tool call with its results"
+            raise InvalidInput(
+                f"{what} ({unit.tokens} tokens) does not fit the token budget of {budget} "
+                f"beside {pinned} tokens of pinned messages.",
+                "message_exceeds_budget" if len(unit.indices) == 1 else "unit_exceeds_budget",
+            )
+
+
+def _check_metadata_size(metadata: JSONObject) -> None:
+    encoded = json.dumps(metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    size = len(encoded.encode())
+    if size > MAX_METADATA_BYTES:
+        raise InvalidInput(
+            f"The merged metadata would be {size} bytes of JSON, more than {MAX_METADATA_BYTES}.",
+            "metadata_too_large",
+        )
 
 
 def _require_active(context: Context) -> None:

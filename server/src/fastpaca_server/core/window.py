@@ -5,8 +5,9 @@ messages but at *units*: a message together with every later message whose
 ``tool_result`` parts answer its ``tool_call`` parts. A unit with a pinned
 member is pinned. Units are kept or dropped whole, so a tool call is
 never split from its result. A tool result whose call is not in the window is
-an orphan and is dropped by every non-manual policy, so a window never begins
-with one.
+an orphan; its whole unit is dropped by every non-manual policy (keeping the
+rest of the unit would split a call from its result), so a window never
+begins with one.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ def build_units(window: Sequence[Message]) -> list[Unit]:
                     if unit == other:
                         unit_of_call[call] = target
             members[target].append(index)
+            orphan[target] = orphan[target] or has_orphan_result
+            for other in answered - {target}:
+                orphan[target] = orphan[target] or orphan[other]
             unit = target
         else:
             members.append([index])
@@ -99,21 +103,31 @@ def _keep(window: Sequence[Message], units: Iterable[Unit]) -> list[Message]:
 
 
 def pinned_tokens(window: Sequence[Message]) -> int:
-    return sum(m.token_count for m in window if is_pinned(m))
+    """Tokens of pinned units (a pinned message and the tool messages bound to it)."""
+    return sum(u.tokens for u in build_units(window) if u.pinned)
 
 
-def trim(window: Sequence[Message], *, max_tokens: int, max_messages: int | None) -> list[Message]:
+def trim(
+    window: Sequence[Message],
+    *,
+    max_tokens: int,
+    max_messages: int | None,
+    keep_newest: bool = False,
+) -> list[Message]:
     """Drop orphan units, then the oldest unpinned units until both limits hold.
 
-    Pinned messages are never dropped; the caller makes sure they fit.
+    Pinned units are never dropped; the caller makes sure they fit. With
+    ``keep_newest`` the newest unpinned unit stays even if the limits are not
+    reached (the message just appended must reach the model).
     """
     units = [u for u in build_units(window) if not u.orphan]
+    newest = max((i for i, u in enumerate(units) if not u.pinned), default=-1)
     tokens = sum(u.tokens for u in units)
     count = sum(len(u.indices) for u in units if not u.pinned)
     kept: list[Unit] = []
-    for unit in units:
+    for index, unit in enumerate(units):
         over = tokens > max_tokens or (max_messages is not None and count > max_messages)
-        if over and not unit.pinned:
+        if over and not unit.pinned and not (keep_newest and index == newest):
             tokens -= unit.tokens
             count -= len(unit.indices)
             continue
@@ -165,16 +179,40 @@ def last_user_index(window: Sequence[Message]) -> int:
     return len(window)
 
 
+def message_limit(config: ContextConfig) -> int | None:
+    """The most messages a window may hold (``None`` for manual)."""
+    if config.policy.strategy == "manual":
+        return None
+    return int(config.policy.config.get("limit", DEFAULT_LAST_N_LIMIT))
+
+
+def trigger_tokens(config: ContextConfig) -> int:
+    """Window size at which the policy runs, and down to which it trims."""
+    return int(config.trigger_ratio * config.token_budget)
+
+
 def apply_policy(window: Sequence[Message], config: ContextConfig) -> tuple[list[Message], bool]:
-    """Rewrite a window that crossed the trigger. Returns ``(window, needs_compaction)``."""
+    """Rewrite a window that crossed the trigger. Returns ``(window, needs_compaction)``.
+
+    Non-manual policies trim to the trigger (``trigger_ratio * token_budget``),
+    which leaves headroom for the model's answer and means the policy runs
+    again only after the window has grown past the trigger once more; a
+    window that is over its message limit only is trimmed to the limit.
+    """
     strategy, options = config.policy.strategy, config.policy.config
     if strategy == "manual":
         return list(window), True
-    limit = int(options.get("limit", DEFAULT_LAST_N_LIMIT))
     if strategy == "skip_parts":
         kinds = options.get("skip_kinds", list(DEFAULT_SKIP_KINDS))
         window = strip_parts(window, kinds, last_user_index(window))
-    return trim(window, max_tokens=config.token_budget, max_messages=limit), False
+    limit = message_limit(config)
+    target = min(trigger_tokens(config), config.token_budget)
+    if window_tokens(window) <= target:
+        target = config.token_budget  # only over the message limit
+    trimmed = trim(window, max_tokens=target, max_messages=limit, keep_newest=True)
+    if window_tokens(trimmed) > config.token_budget:
+        trimmed = trim(trimmed, max_tokens=config.token_budget, max_messages=limit)
+    return trimmed, False
 
 
 def window_tokens(window: Sequence[Message]) -> int:

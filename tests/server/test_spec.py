@@ -1,0 +1,705 @@
+"""spec/openapi.yaml is the contract: valid, in step with the routes, and true of real responses.
+
+- the spec is valid OpenAPI 3.1;
+- every spec operation has an aiohttp route and every route an operation;
+- the spec's bounds and enums are the server's constants;
+- a real server answers every operation, and every documented error status,
+  with bodies that validate against the spec.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastpaca_server.api import validation
+from fastpaca_server.api.routes import routes
+from fastpaca_server.core import models
+from openapi_spec_validator import validate as validate_openapi
+
+from tests.support.server import ServerProcess
+from tests.support.spec import (
+    load_spec,
+    path_template,
+    response_schema,
+    spec_paths,
+    validate_httpx_response,
+    validate_response,
+)
+
+API_KEY = "spec-test-key"
+SMALL_BODY_LIMIT = 1024
+UNTESTABLE = {("GET", "/health/ready", 503)}  # a running single node is always ready
+UNREPRODUCIBLE_CODES = {"tokenizer_changed"}  # a race between counting tokens and applying
+
+
+def _operations() -> list[tuple[str, str, dict[str, Any]]]:
+    spec = load_spec()
+    return [
+        (method, template, spec["paths"][template][method.lower()])
+        for method, template in sorted(spec_paths())
+    ]
+
+
+def _concrete(template: str, context_id: str = "ctx") -> str:
+    return template.replace("{context_id}", context_id)
+
+
+def send(
+    client: httpx.Client, method: str, path: str, status: int, **kwargs: Any
+) -> httpx.Response:
+    """Send one request, check its status and media type, validate its body."""
+    response = client.request(method, path, **kwargs)
+    assert response.status_code == status, (
+        f"{method} {path}: expected {status}, got {response.status_code}: {response.text}"
+    )
+    validate_httpx_response(response)
+    return response
+
+
+def call(client: httpx.Client, method: str, path: str, status: int, **kwargs: Any) -> Any:
+    """:func:`send`, returning the decoded body."""
+    response = send(client, method, path, status, **kwargs)
+    return _body(response, response_schema(method, path, status)[1])
+
+
+def _body(response: httpx.Response, media_type: str) -> Any:
+    return response.json() if media_type == "application/json" else response.text
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def _text(text: str, role: str = "user", **extra: Any) -> dict[str, Any]:
+    return {"role": role, "parts": [{"type": "text", "text": text}], **extra}
+
+
+# --- the document -------------------------------------------------------------
+
+
+def test_spec_is_valid_openapi_3_1() -> None:
+    spec = load_spec()
+    assert spec["openapi"] == "3.1.0"
+    validate_openapi(spec)
+
+
+def _route_operations() -> set[tuple[str, str]]:
+    found = set()
+    for route in routes:
+        method = getattr(route, "method", None)
+        path = getattr(route, "path", None)
+        if method is None or path is None or method == "HEAD":
+            continue
+        found.add((method, path))
+    return found
+
+
+def test_every_route_is_in_the_spec() -> None:
+    missing = _route_operations() - spec_paths()
+    assert not missing, f"routes without an operation in spec/openapi.yaml: {sorted(missing)}"
+
+
+def test_every_spec_operation_has_a_route() -> None:
+    missing = spec_paths() - _route_operations()
+    assert not missing, f"spec operations without an aiohttp route: {sorted(missing)}"
+
+
+def test_every_v1_operation_documents_its_shared_errors() -> None:
+    problems = []
+    for method, template, operation in _operations():
+        statuses = set(operation["responses"])
+        if not template.startswith("/v1/"):
+            if operation.get("security") != []:
+                problems.append(f"{method} {template} should be open (security: [])")
+            continue
+        if "security" in operation:
+            problems.append(f"{method} {template} must inherit bearerAuth")
+        expected = {"400", "401"}
+        if method != "PUT":
+            expected.add("404")
+        if "requestBody" in operation:
+            expected |= {"413", "503"}
+        if method in ("PUT", "POST", "PATCH", "DELETE"):
+            expected.add("503")
+        if not expected <= statuses:
+            problems.append(f"{method} {template} lacks {sorted(expected - statuses)}")
+    assert load_spec()["security"] == [{"bearerAuth": []}]
+    assert not problems, "\n".join(problems)
+
+
+def test_spec_bounds_are_the_servers_constants() -> None:
+    schemas = load_spec()["components"]["schemas"]
+    parameters = load_spec()["components"]["parameters"]
+    paths = load_spec()["paths"]
+
+    def query(template: str, name: str) -> dict[str, Any]:
+        for parameter in paths[template]["get"]["parameters"]:
+            if parameter.get("name") == name:
+                schema: dict[str, Any] = parameter["schema"]
+                return schema
+        raise AssertionError(f"{template} has no query parameter {name}")
+
+    assert schemas["ContextId"]["pattern"] == f"^{validation.CONTEXT_ID.pattern}$"
+    assert parameters["Limit"]["schema"]["maximum"] == validation.MAX_PAGE
+    for template, name in [
+        ("/v1/contexts/{context_id}/tail", "offset"),
+        ("/v1/contexts/{context_id}/messages", "after_seq"),
+        ("/v1/contexts/{context_id}/messages", "before_seq"),
+    ]:
+        assert query(template, name)["maximum"] == validation.MAX_OFFSET
+    budget = query("/v1/contexts/{context_id}/context", "budget_tokens")
+    assert budget["maximum"] == models.MAX_TOKEN_BUDGET
+    assert query("/v1/contexts/{context_id}/context", "if_version")["maximum"] == 2**62
+    assert schemas["IfVersion"]["maximum"] == 2**62
+    put = schemas["ContextPut"]["properties"]
+    assert put["token_budget"]["maximum"] == models.MAX_TOKEN_BUDGET
+    assert put["trigger_ratio"]["default"] == models.DEFAULT_TRIGGER_RATIO
+    assert schemas["Tokenizer"]["enum"] == list(models.TOKENIZERS)
+    strategies = [v["properties"]["strategy"]["const"] for v in schemas["Policy"]["oneOf"]]
+    assert strategies == list(models.STRATEGIES)
+    last_n, skip_parts, _ = schemas["PolicyInput"]["oneOf"]
+    limit = last_n["properties"]["config"]["properties"]["limit"]
+    assert (limit["maximum"], limit["default"]) == (
+        models.MAX_POLICY_LIMIT,
+        models.DEFAULT_LAST_N_LIMIT,
+    )
+    skip_kinds = skip_parts["properties"]["config"]["properties"]["skip_kinds"]
+    assert skip_kinds["default"] == list(models.DEFAULT_SKIP_KINDS)
+    assert skip_kinds["maxItems"] == validation.MAX_SKIP_KINDS
+    message = schemas["Message"]["properties"]
+    assert message["parts"]["maxItems"] == validation.MAX_PARTS
+    assert message["role"]["maxLength"] == validation.MAX_ROLE_LENGTH
+    assert message["id"]["maxLength"] == validation.MAX_ID_LENGTH
+    assert message["token_count"]["maximum"] == models.MAX_TOKEN_BUDGET
+    batch = schemas["AppendRequest"]["properties"]["messages"]["maxItems"]
+    assert batch == schemas["CompactRequest"]["properties"]["replacement"]["maxItems"]
+    assert batch == validation.MAX_BATCH
+    assert schemas["Part"]["properties"]["type"]["maxLength"] == validation.MAX_PART_TYPE_LENGTH
+
+
+def test_validate_response_rejects_what_the_spec_does_not_document() -> None:
+    with pytest.raises(AssertionError, match="does not document"):
+        validate_response("GET", "/v1/contexts/abc", 409, {"error": "x", "message": "y"})
+    with pytest.raises(AssertionError, match="not in the spec"):
+        validate_response("POST", "/v1/contexts/abc", 200, {})
+    with pytest.raises(AssertionError, match="no path"):
+        validate_response("GET", "/v2/contexts", 200, {})
+    with pytest.raises(AssertionError, match="'not_found' was expected"):
+        validate_response("GET", "/v1/contexts/abc", 404, {"error": "gone", "message": "m"})
+    with pytest.raises(AssertionError, match="Additional properties"):
+        validate_response(
+            "GET", "/v1/contexts/abc/tail", 200,
+            {"messages": [], "last_seq": 0, "has_more": False, "extra": 1},
+        )  # fmt: skip
+    assert path_template("http://127.0.0.1:4000/v1/contexts/a.b:c/messages?limit=1") == (
+        "/v1/contexts/{context_id}/messages"
+    )
+
+
+# --- a real server: every operation once ---------------------------------------
+
+
+def test_every_operation_answers_as_the_spec_says(server: ServerProcess) -> None:
+    seen: set[tuple[str, str]] = set()
+    context_id = _unique("spec-smoke")
+    base = f"/v1/contexts/{context_id}"
+
+    def ok(method: str, path: str, status: int = 200, **kwargs: Any) -> Any:
+        body = call(client, method, path, status, **kwargs)
+        seen.add((method, path_template(path)))
+        return body
+
+    with server.client() as client:
+        assert ok("GET", "/health/live") == {"status": "ok"}
+        assert ok("GET", "/health/ready") == {"status": "ok"}
+        created = ok(
+            "PUT",
+            base,
+            json={
+                "token_budget": 10_000,
+                "policy": {"strategy": "skip_parts", "config": {"skip_kinds": ["reasoning"]}},
+                "metadata": {"user": "u1"},
+            },
+        )
+        assert created["policy"] == {
+            "strategy": "skip_parts",
+            "config": {"limit": 200, "skip_kinds": ["reasoning"]},
+        }
+        assert ok("GET", base)["version"] == created["version"]
+        patched = ok("PATCH", f"{base}/metadata", json={"metadata": {"topic": "spec"}})
+        assert patched["metadata"] == {"user": "u1", "topic": "spec"}
+
+        one = ok(
+            "POST",
+            f"{base}/messages",
+            201,
+            json={"message": _text("You are terse.", role="system"), "idempotency_key": "k1"},
+        )
+        assert [m["seq"] for m in one["messages"]] == [1]
+        batch = {
+            "messages": [
+                _text("What is 2+2?", metadata={"lang": "en"}),
+                {
+                    "id": "m-call",
+                    "role": "assistant",
+                    "parts": [
+                        {"type": "reasoning", "text": "add"},
+                        {"type": "tool_call", "id": "c1", "name": "add", "input": [2, 2]},
+                    ],
+                },
+                {
+                    "role": "tool",
+                    "parts": [{"type": "tool_result", "tool_call_id": "c1", "output": 4}],
+                    "token_count": 3,
+                },
+            ],
+            "idempotency_key": "k2",
+            "if_version": one["version"],
+        }
+        appended = ok("POST", f"{base}/messages", 201, json=batch)
+        assert [m["seq"] for m in appended["messages"]] == [2, 3, 4]
+        assert ok("POST", f"{base}/messages", 201, json=batch) == appended
+
+        page = ok("GET", f"{base}/messages", params={"after_seq": 1, "limit": 2})
+        assert [m["seq"] for m in page["messages"]] == [2, 3]
+        assert page["has_more"] is True
+        tail = ok("GET", f"{base}/tail", params={"offset": 1, "limit": 2})
+        assert [m["seq"] for m in tail["messages"]] == [2, 3]
+        window = ok("GET", f"{base}/context")
+        assert window["segments"] == [
+            {"type": "log", "from_seq": 1, "to_seq": 4, "count": 4, "tokens": window["used_tokens"]}
+        ]
+        ok("GET", f"{base}/context", params={"budget_tokens": 50, "if_version": window["version"]})
+
+        compacted = ok(
+            "POST",
+            f"{base}/compact",
+            json={
+                "replacement": [_text("Summary: 2+2=4.", role="assistant")],
+                "if_version": window["version"],
+            },
+        )
+        assert compacted["message_count"] == 1
+        ok("POST", f"{base}/messages", 201, json={"message": _text("thanks")})
+        window = ok("GET", f"{base}/context")
+        assert [s["type"] for s in window["segments"]] == ["replacement", "log"]
+        assert window["messages"][0]["seq"] is None
+
+        deleted = ok("DELETE", base)
+        assert deleted["status"] == "tombstoned"
+        assert ok("DELETE", base)["version"] == deleted["version"]
+
+        metrics = ok("GET", "/metrics")
+        assert "fastpaca_http_requests_total" in metrics
+
+    assert seen == spec_paths(), f"not exercised: {sorted(spec_paths() - seen)}"
+
+
+# --- a real server: every documented 400, 404 and 409 ---------------------------
+
+APPEND = {"message": _text("hello")}
+BAD = "/v1/contexts/" + "x" * 257  # one character too long
+ACTIVE = "/v1/contexts/{active}"
+SMALL = "/v1/contexts/{small}"  # token_budget 50, a pinned 40-token system message, metadata
+TOMBSTONED = "/v1/contexts/{tombstoned}"
+MISSING = "/v1/contexts/{missing}"
+PLACEHOLDERS = {"active": "a", "small": "s", "tombstoned": "t", "missing": "m"}
+
+
+def case(method: str, path: str, status: int, code: str, **kwargs: Any) -> Any:
+    """One error request; ``path`` has placeholders for the ids made by ``contexts``."""
+    shown = path.replace(BAD, "/v1/contexts/<too-long>")
+    return pytest.param(method, path, status, code, kwargs, id=f"{method} {shown} {code}")
+
+
+ERROR_CASES = [
+    # PUT /v1/contexts/{id}
+    case("PUT", BAD, 400, "invalid_context_id", json={"token_budget": 10}),
+    case("PUT", MISSING, 400, "invalid_json", content=b"{not json"),
+    case("PUT", MISSING, 400, "invalid_json", content=b"[1, 2]"),
+    case("PUT", MISSING, 400, "unknown_field", json={"token_budget": 10, "colour": 1}),
+    case(
+        "PUT",
+        MISSING,
+        400,
+        "unknown_field",
+        json={"token_budget": 10, "policy": {"strategy": "manual", "config": {"limit": 3}}},
+    ),
+    case("PUT", MISSING, 400, "invalid_request", json={}),
+    case("PUT", MISSING, 400, "invalid_request", json={"token_budget": 0}),
+    case("PUT", TOMBSTONED, 409, "context_tombstoned", json={"token_budget": 10}),
+    case(
+        "PUT",
+        ACTIVE,
+        409,
+        "tokenizer_immutable",
+        json={"token_budget": 1000, "tokenizer": "cl100k_base"},
+    ),
+    case("PUT", SMALL, 409, "budget_below_pinned", json={"token_budget": 30}),
+    # GET and DELETE /v1/contexts/{id}
+    case("GET", BAD, 400, "invalid_context_id"),
+    case("GET", ACTIVE, 400, "unknown_field", params={"verbose": 1}),
+    case("GET", MISSING, 404, "not_found"),
+    case("DELETE", "/v1/contexts/bad%20id", 400, "invalid_context_id"),
+    case("DELETE", ACTIVE, 400, "unknown_field", params={"force": 1}),
+    case("DELETE", MISSING, 404, "not_found"),
+    # PATCH /v1/contexts/{id}/metadata
+    case("PATCH", f"{BAD}/metadata", 400, "invalid_context_id", json={"metadata": {}}),
+    case("PATCH", f"{ACTIVE}/metadata", 400, "invalid_json", content=b"nope"),
+    case("PATCH", f"{ACTIVE}/metadata", 400, "unknown_field", json={"metadata": {}, "x": 1}),
+    case("PATCH", f"{ACTIVE}/metadata", 400, "invalid_request", json={}),
+    case("PATCH", f"{MISSING}/metadata", 404, "not_found", json={"metadata": {}}),
+    case(
+        "PATCH",
+        f"{ACTIVE}/metadata",
+        409,
+        "version_conflict",
+        json={"metadata": {"a": 1}, "if_version": 10**9},
+    ),
+    case("PATCH", f"{TOMBSTONED}/metadata", 409, "context_tombstoned", json={"metadata": {}}),
+    # POST /v1/contexts/{id}/messages
+    case("POST", f"{BAD}/messages", 400, "invalid_context_id", json=APPEND),
+    case("POST", f"{ACTIVE}/messages", 400, "invalid_json", content=b'{"message":'),
+    case(
+        "POST",
+        f"{ACTIVE}/messages",
+        400,
+        "unknown_field",
+        json={"message": {**_text("hi"), "name": "bob"}},
+    ),
+    case(
+        "POST",
+        f"{ACTIVE}/messages",
+        400,
+        "invalid_request",
+        json={"message": _text("a"), "messages": [_text("b")]},
+    ),
+    case(
+        "POST",
+        f"{ACTIVE}/messages",
+        400,
+        "invalid_request",
+        json={"message": {"role": "user", "parts": []}},
+    ),
+    case(
+        "POST",
+        f"{ACTIVE}/messages",
+        400,
+        "invalid_request",
+        json={"message": {"role": "assistant", "parts": [{"type": "tool_call", "id": "c"}]}},
+    ),
+    case(
+        "POST",
+        f"{SMALL}/messages",
+        400,
+        "message_exceeds_budget",
+        json={"message": _text("big", token_count=51)},
+    ),
+    case(
+        "POST",
+        f"{SMALL}/messages",
+        400,
+        "unit_exceeds_budget",
+        json={
+            "messages": [
+                {
+                    "role": "assistant",
+                    "parts": [{"type": "tool_call", "id": "c1", "name": "f", "payload": {}}],
+                    "token_count": 5,
+                },
+                {
+                    "role": "tool",
+                    "parts": [{"type": "tool_result", "tool_call_id": "c1", "output": 1}],
+                    "token_count": 6,
+                },
+            ]
+        },
+    ),
+    case(
+        "PATCH",
+        f"{SMALL}/metadata",
+        400,
+        "metadata_too_large",
+        json={"metadata": {"a": "x" * 65_520}},
+    ),
+    case(
+        "POST",
+        f"{SMALL}/messages",
+        400,
+        "pinned_exceeds_budget",
+        json={"message": _text("rules", role="system", token_count=20)},
+    ),
+    case("POST", f"{MISSING}/messages", 404, "not_found", json=APPEND),
+    case(
+        "POST",
+        f"{ACTIVE}/messages",
+        409,
+        "version_conflict",
+        json={**APPEND, "if_version": 10**9},
+    ),
+    case("POST", f"{TOMBSTONED}/messages", 409, "context_tombstoned", json=APPEND),
+    case(
+        "POST",
+        f"{ACTIVE}/messages",
+        409,
+        "idempotency_key_reused",
+        json={"message": _text("something else"), "idempotency_key": "used-append-key"},
+    ),
+    # GET /v1/contexts/{id}/messages and /tail
+    case("GET", f"{BAD}/messages", 400, "invalid_context_id"),
+    case("GET", f"{ACTIVE}/messages", 400, "unknown_field", params={"cursor": 1}),
+    case("GET", f"{ACTIVE}/messages", 400, "invalid_request", params={"limit": 1001}),
+    case("GET", f"{ACTIVE}/messages", 400, "invalid_request", params={"before_seq": 0}),
+    case("GET", f"{ACTIVE}/messages?limit=1&limit=2", 400, "invalid_request"),
+    case("GET", f"{MISSING}/messages", 404, "not_found"),
+    case("GET", f"{BAD}/tail", 400, "invalid_context_id"),
+    case("GET", f"{ACTIVE}/tail", 400, "unknown_field", params={"after_seq": 1}),
+    case("GET", f"{ACTIVE}/tail", 400, "invalid_request", params={"offset": -1}),
+    case("GET", f"{ACTIVE}/tail", 400, "invalid_request", params={"limit": "ten"}),
+    case("GET", f"{MISSING}/tail", 404, "not_found"),
+    # GET /v1/contexts/{id}/context
+    case("GET", f"{BAD}/context", 400, "invalid_context_id"),
+    case("GET", f"{ACTIVE}/context", 400, "unknown_field", params={"limit": 1}),
+    case("GET", f"{ACTIVE}/context", 400, "invalid_request", params={"budget_tokens": 0}),
+    case("GET", f"{SMALL}/context", 400, "budget_too_small", params={"budget_tokens": 10}),
+    case("GET", f"{MISSING}/context", 404, "not_found"),
+    case("GET", f"{ACTIVE}/context", 409, "version_conflict", params={"if_version": 10**9}),
+    # POST /v1/contexts/{id}/compact
+    case("POST", f"{BAD}/compact", 400, "invalid_context_id", json={"replacement": []}),
+    case("POST", f"{ACTIVE}/compact", 400, "invalid_json", content=b"\xff\xfe"),
+    case(
+        "POST", f"{ACTIVE}/compact", 400, "unknown_field", json={"replacement": [], "summary": "x"}
+    ),
+    case("POST", f"{ACTIVE}/compact", 400, "invalid_request", json={}),
+    case(
+        "POST",
+        f"{SMALL}/compact",
+        400,
+        "replacement_exceeds_budget",
+        json={"replacement": [_text("summary", token_count=51)]},
+    ),
+    case("POST", f"{MISSING}/compact", 404, "not_found", json={"replacement": []}),
+    case(
+        "POST",
+        f"{ACTIVE}/compact",
+        409,
+        "version_conflict",
+        json={"replacement": [], "if_version": 10**9},
+    ),
+    case("POST", f"{TOMBSTONED}/compact", 409, "context_tombstoned", json={"replacement": []}),
+    case(
+        "POST",
+        f"{ACTIVE}/compact",
+        409,
+        "idempotency_key_reused",
+        json={"replacement": [_text("another summary")], "idempotency_key": "used-compact-key"},
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def contexts(server: ServerProcess) -> dict[str, str]:
+    """Contexts in the states the error cases need (errors change nothing, so they are shared)."""
+    ids = {name: _unique(f"spec-{name}") for name in ("active", "small", "tombstoned", "missing")}
+    with server.client() as client:
+        client.put(f"/v1/contexts/{ids['active']}", json={"token_budget": 1000}).raise_for_status()
+        client.post(
+            f"/v1/contexts/{ids['active']}/messages",
+            json={"message": _text("hello"), "idempotency_key": "used-append-key"},
+        ).raise_for_status()
+        client.post(
+            f"/v1/contexts/{ids['active']}/compact",
+            json={"replacement": [_text("summary")], "idempotency_key": "used-compact-key"},
+        ).raise_for_status()
+        client.put(
+            f"/v1/contexts/{ids['small']}",
+            json={"token_budget": 50, "metadata": {"owner": "spec"}},
+        ).raise_for_status()
+        client.post(
+            f"/v1/contexts/{ids['small']}/messages",
+            json={"message": _text("rules", role="system", token_count=40)},
+        ).raise_for_status()
+        client.put(
+            f"/v1/contexts/{ids['tombstoned']}", json={"token_budget": 10}
+        ).raise_for_status()
+        client.delete(f"/v1/contexts/{ids['tombstoned']}").raise_for_status()
+    return ids
+
+
+@pytest.mark.parametrize(("method", "path", "status", "code", "kwargs"), ERROR_CASES)
+def test_error_responses_match_the_spec(
+    server: ServerProcess,
+    contexts: dict[str, str],
+    method: str,
+    path: str,
+    status: int,
+    code: str,
+    kwargs: dict[str, Any],
+) -> None:
+    path = path.format(**contexts)
+    with server.client() as client:
+        before = {name: client.get(f"/v1/contexts/{cid}").text for name, cid in contexts.items()}
+        body = call(client, method, path, status, **kwargs)
+        assert body["error"] == code, body
+        after = {name: client.get(f"/v1/contexts/{cid}").text for name, cid in contexts.items()}
+    assert after == before, "a refused request changed a context"
+
+
+def test_error_cases_cover_every_documented_error_status_and_code() -> None:
+    """Adding a documented 400/404/409 (or an error code) to the spec needs a case here."""
+    cases = [
+        (method, path_template(path.format(**PLACEHOLDERS)), status, code)
+        for method, path, status, code, _ in (param.values for param in ERROR_CASES)
+    ]
+    covered = {(method, template, status) for method, template, status, _ in cases}
+    documented = {
+        (method, template, int(status))
+        for method, template, operation in _operations()
+        for status in operation["responses"]
+        if int(status) in (400, 404, 409)
+    }
+    assert not documented - covered, f"no error case for {sorted(documented - covered)}"
+    assert not covered - documented, f"cases of undocumented statuses: {covered - documented}"
+    codes = {(method, template, code) for method, template, _, code in cases}
+    missing = [
+        f"{method} {template} {status} {code}"
+        for method, template, status in sorted(documented)
+        for code in _documented_codes(method, template, status)
+        if code not in UNREPRODUCIBLE_CODES and (method, template, code) not in codes
+    ]
+    assert not missing, "no error case for:\n" + "\n".join(missing)
+    wrong = [case for case in cases if case[3] not in _documented_codes(*case[:3])]
+    assert not wrong, f"cases with codes the spec does not list: {wrong}"
+
+
+def _documented_codes(method: str, template: str, status: int) -> list[str]:
+    schema, _ = response_schema(method, template, status)
+    codes = []
+    for part in schema.get("allOf", []):
+        error = part.get("properties", {}).get("error", {})
+        codes += error.get("enum", []) + ([error["const"]] if "const" in error else [])
+    return codes
+
+
+# --- servers of their own: 401, 413 and 503 -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def guarded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """An API key and a small body limit."""
+    data = tmp_path_factory.mktemp("guarded") / "data"
+    process = ServerProcess(
+        data, "--max-body-bytes", str(SMALL_BODY_LIMIT), api_key=API_KEY
+    ).start()
+    yield process
+    process.stop()
+
+
+V1_OPERATIONS = [(m, t) for m, t, _ in _operations() if t.startswith("/v1/")]
+OPEN_OPERATIONS = [(m, t) for m, t, _ in _operations() if not t.startswith("/v1/")]
+BODY_OPERATIONS = [(m, t) for m, t, op in _operations() if "requestBody" in op]
+WRITE_OPERATIONS = [
+    (m, t)
+    for m, t, op in _operations()
+    if "503" in op["responses"] and (m, t, 503) not in UNTESTABLE
+]
+
+
+@pytest.mark.parametrize(("method", "template"), V1_OPERATIONS)
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong-key", API_KEY], ids=["none", "wrong-key", "no-scheme"]
+)
+def test_v1_needs_the_api_key(
+    guarded_server: ServerProcess, method: str, template: str, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    with httpx.Client(base_url=guarded_server.url, headers=headers, timeout=30) as client:
+        response = send(client, method, _concrete(template), 401, json={})
+    assert response.json()["error"] == "unauthorized"
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(("method", "template"), OPEN_OPERATIONS)
+def test_health_and_metrics_are_open(
+    guarded_server: ServerProcess, method: str, template: str
+) -> None:
+    with httpx.Client(base_url=guarded_server.url, timeout=30) as client:
+        call(client, method, template, 200)
+
+
+@pytest.mark.parametrize(("method", "template"), BODY_OPERATIONS)
+def test_large_bodies_get_413(guarded_server: ServerProcess, method: str, template: str) -> None:
+    context_id = _unique("spec-large")
+    padding = "x" * (SMALL_BODY_LIMIT + 1)
+    with guarded_server.client() as client:
+        call(client, "PUT", f"/v1/contexts/{context_id}", 200, json={"token_budget": 1000})
+        body = call(
+            client,
+            method,
+            _concrete(template, context_id),
+            413,
+            json={"metadata": {"padding": padding}},
+        )
+        assert body["error"] == "body_too_large"
+        assert str(SMALL_BODY_LIMIT) in body["message"]
+        assert call(client, "GET", f"/v1/contexts/{context_id}", 200)["version"] == 1
+
+
+@pytest.fixture(scope="module")
+def unconfirmed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A 1 ns submit timeout: most writes answer 503 (and are applied a moment later)."""
+    data = tmp_path_factory.mktemp("unconfirmed") / "data"
+    process = ServerProcess(data, "--submit-timeout", "1e-9").start()
+    yield process
+    process.stop()
+
+
+def _unconfirmed(client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """Repeat a write until it is not confirmed in time; validate that 503.
+
+    A journal write can still beat the 1 ns timer, so one attempt may succeed;
+    every attempt here is harmless to repeat.
+    """
+    for _ in range(100):
+        response = client.request(method, path, **kwargs)
+        if response.status_code == 503:
+            validate_httpx_response(response)
+            return response
+        assert response.is_success, f"{method} {path}: {response.status_code} {response.text}"
+    raise AssertionError(f"{method} {path} never answered 503")
+
+
+@pytest.mark.parametrize(("method", "template"), WRITE_OPERATIONS)
+def test_unconfirmed_writes_get_503(
+    unconfirmed_server: ServerProcess, method: str, template: str
+) -> None:
+    context_id = _unique("spec-503")
+    requests: dict[tuple[str, str], dict[str, Any]] = {
+        ("PUT", "/v1/contexts/{context_id}"): {"json": {"token_budget": 1000}},
+        ("DELETE", "/v1/contexts/{context_id}"): {},
+        ("PATCH", "/v1/contexts/{context_id}/metadata"): {"json": {"metadata": {"a": 1}}},
+        ("POST", "/v1/contexts/{context_id}/messages"): {"json": APPEND},
+        ("POST", "/v1/contexts/{context_id}/compact"): {"json": {"replacement": []}},
+    }
+    assert (method, template) in requests, f"add a 503 request for {method} {template}"
+    with unconfirmed_server.client() as client:
+        client.put(f"/v1/contexts/{context_id}", json={"token_budget": 1000})
+        _wait_until_exists(client, context_id)
+        path = _concrete(template, context_id)
+        response = _unconfirmed(client, method, path, **requests[method, template])
+    assert response.json()["error"] == "unavailable"
+    assert response.headers["Retry-After"] == "1"
+
+
+def _wait_until_exists(client: httpx.Client, context_id: str) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if client.get(f"/v1/contexts/{context_id}").status_code == 200:
+            return
+        time.sleep(0.025)
+    raise AssertionError(f"context {context_id} was never applied")
