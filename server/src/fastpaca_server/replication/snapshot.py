@@ -40,6 +40,7 @@ class SnapshotStore:
         self._current_state = current_state
         self._install = install
         self._status = SERIALIZER_STATE.NOT_SERIALIZING
+        self._tmp_path: str | None = None
         self._lock = threading.Lock()
         self.snapshots_written = 0
 
@@ -61,12 +62,21 @@ class SnapshotStore:
             raise
         with self._lock:
             self._status = SERIALIZER_STATE.SUCCESS
+            self._tmp_path = tmp_path
 
     def check(self) -> int:
-        """pysyncobj ``serializeChecker``: called on the next tick, after the rename."""
+        """pysyncobj ``serializeChecker``: called on the next tick, after the rename.
+
+        Success only if pysyncobj's rename of the temp file really happened (a
+        failed rename leaves it behind): the journal entries the snapshot
+        covers are deleted right after this reports success.
+        """
         with self._lock:
             status, self._status = self._status, SERIALIZER_STATE.NOT_SERIALIZING
+            tmp_path, self._tmp_path = self._tmp_path, None
         if status == SERIALIZER_STATE.SUCCESS:
+            if tmp_path is not None and os.path.exists(tmp_path):
+                return int(SERIALIZER_STATE.FAILED)
             fsync_directory(os.path.dirname(self.path))
             self.snapshots_written += 1
         return int(status)

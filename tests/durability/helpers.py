@@ -1,0 +1,267 @@
+"""Shared pieces of the durability tests: commands, server variants, HTTP state capture."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastpaca_server.core import AppendMessages, ContextConfig, MessageInput, Policy, PutContext
+from fastpaca_server.replication.journal import Entry, read_entries
+from fastpaca_server.replication.node import JOURNAL_FILE
+
+from tests.support.server import REPO, ServerProcess
+
+HERE = Path(__file__).resolve().parent
+
+
+def script_env() -> dict[str, str]:
+    """Environment for our subprocess scripts: the repository importable, no FASTPACA_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTPACA_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def journal_entries(data_dir: Path | str) -> list[Entry]:
+    """The entries of a data directory's journal, as a restart would read them."""
+    entries, _, _ = read_entries(str(Path(data_dir) / JOURNAL_FILE))
+    return entries
+
+
+# --- commands for in-process stores -------------------------------------------
+
+
+def manual_context(context_id: str) -> PutContext:
+    """A context whose window is never rewritten (cheap to apply)."""
+    config = ContextConfig(token_budget=10_000_000, policy=Policy("manual", {}))
+    return PutContext(context_id, int(time.time() * 1000), config, {})
+
+
+def append_command(context_id: str, message_id: str, key: str | None = None) -> AppendMessages:
+    """Append one text message with a unique id (and, by default, a unique key)."""
+    return AppendMessages(
+        context_id=context_id,
+        at=int(time.time() * 1000),
+        messages=[
+            MessageInput(
+                id=message_id,
+                role="user",
+                parts=[{"type": "text", "text": f"payload of {message_id}"}],
+                metadata=None,
+                token_count=5,
+                part_tokens=[5],
+            )
+        ],
+        tokenizer="o200k_base",
+        idempotency_key=f"key-{message_id}" if key is None else key,
+    )
+
+
+# --- server processes -----------------------------------------------------------
+
+
+class VariantServer(ServerProcess):
+    """The real server, started through ``variant_server.py`` with ``patches`` applied."""
+
+    def __init__(self, data_dir: Path | str, *args: str, patches: list[str]) -> None:
+        super().__init__(data_dir, *args)
+        self.patches = patches
+
+    def start(self, timeout: float = 30.0) -> VariantServer:
+        command = [sys.executable, str(HERE / "variant_server.py")]
+        for name in self.patches:
+            command += ["--patch", name]
+        command += [
+            "--",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            *self.args,
+        ]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=script_env()
+        )
+        log.close()
+        self.wait_ready(timeout)
+        return self
+
+
+# --- HTTP ------------------------------------------------------------------------
+
+
+def text_message(message_id: str, text: str, role: str = "user") -> dict[str, Any]:
+    return {"id": message_id, "role": role, "parts": [{"type": "text", "text": text}]}
+
+
+def read_log(client: httpx.Client, context_id: str) -> list[dict[str, Any]]:
+    """The whole message log of a context, paged through ``/messages`` ([] if it is gone)."""
+    messages: list[dict[str, Any]] = []
+    while True:
+        response = client.get(
+            f"/v1/contexts/{context_id}/messages",
+            params={"after_seq": len(messages), "limit": 1000},
+        )
+        if response.status_code == 404 and not messages:
+            return []
+        assert response.status_code == 200, response.text
+        page = response.json()
+        messages += page["messages"]
+        if not page["has_more"]:
+            return messages
+
+
+def capture_state(client: httpx.Client, context_ids: list[str]) -> dict[str, Any]:
+    """Everything a client can read about ``context_ids``: contexts, logs, windows, tails."""
+    state: dict[str, Any] = {}
+    for context_id in context_ids:
+        base = f"/v1/contexts/{context_id}"
+        context = client.get(base)
+        window = client.get(f"{base}/context")
+        small_window = client.get(f"{base}/context", params={"budget_tokens": 200})
+        tail = client.get(f"{base}/tail", params={"offset": 3, "limit": 40})
+        state[context_id] = {
+            "context": (context.status_code, context.json()),
+            "log": read_log(client, context_id),
+            "window": (window.status_code, window.json()),
+            "small_window": (small_window.status_code, small_window.json()),
+            "tail": (tail.status_code, tail.json()),
+        }
+    return state
+
+
+# --- concurrent appends with a history of what was acknowledged ---------------------
+
+
+class Attempt:
+    """One append request (retried with the same idempotency key until acknowledged)."""
+
+    def __init__(self, key: str, context_id: str) -> None:
+        self.key = key
+        self.context_id = context_id
+        self.message_id = f"msg-{key}"
+        self.body: dict[str, Any] = {
+            "message": text_message(self.message_id, f"text of {key} ✓ " + "x" * (len(key) * 7)),
+            "idempotency_key": key,
+        }
+        self.ack: dict[str, Any] | None = None  # the first 201 body
+        self.tries = 0
+
+    @property
+    def acked_seq(self) -> int | None:
+        return None if self.ack is None else int(self.ack["messages"][0]["seq"])
+
+
+class AppendWorkload:
+    """Threads appending to ``context_ids`` with unique keys while the server comes and goes.
+
+    A failed request (connection refused or reset, timeout, 503) is retried with
+    the same key until it is acknowledged or the workload stops; a refusal (any
+    other 4xx) is recorded as an error.
+    """
+
+    def __init__(self, server: ServerProcess, context_ids: list[str], threads: int) -> None:
+        self.server = server
+        self.context_ids = context_ids
+        self.attempts: list[Attempt] = []
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)
+        ]
+
+    def start(self) -> AppendWorkload:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+            assert not thread.is_alive()
+
+    def acknowledged(self) -> int:
+        with self._lock:
+            return sum(1 for attempt in self.attempts if attempt.ack is not None)
+
+    def _run(self, number: int) -> None:
+        with httpx.Client(base_url=self.server.url, timeout=10) as client:
+            count = 0
+            while not self._stop.is_set():
+                key = f"t{number}-{count:05d}"
+                attempt = Attempt(key, self.context_ids[(number + count) % len(self.context_ids)])
+                with self._lock:
+                    self.attempts.append(attempt)
+                count += 1
+                while not self._stop.is_set():
+                    attempt.tries += 1
+                    try:
+                        response = client.post(
+                            f"/v1/contexts/{attempt.context_id}/messages", json=attempt.body
+                        )
+                    except httpx.HTTPError:
+                        time.sleep(0.02)
+                        continue
+                    if response.status_code == 201:
+                        attempt.ack = response.json()
+                        break
+                    if response.status_code != 503:
+                        self.errors.append(f"{key}: {response.status_code} {response.text}")
+                        break
+                    time.sleep(0.02)
+
+
+def check_history(client: httpx.Client, workload: AppendWorkload) -> list[str]:
+    """Problems with the stored logs against what was acknowledged (empty: all good).
+
+    Every acknowledged append is stored exactly once, at its acknowledged seq,
+    with identical content; seqs are gap-free; nothing was stored that no
+    request asked for.
+    """
+    problems: list[str] = []
+    stored: dict[str, tuple[str, dict[str, Any]]] = {}
+    for context_id in workload.context_ids:
+        if client.get(f"/v1/contexts/{context_id}").status_code != 200:
+            problems.append(f"context {context_id} is lost")
+        log = read_log(client, context_id)
+        seqs = [message["seq"] for message in log]
+        if seqs != list(range(1, len(log) + 1)):
+            problems.append(f"{context_id}: seqs are not 1..{len(log)}")
+        for message in log:
+            if message["id"] in stored:
+                problems.append(f"{message['id']} is stored twice")
+            stored[message["id"]] = (context_id, message)
+    attempts = {attempt.message_id: attempt for attempt in workload.attempts}
+    for message_id in stored:
+        if message_id not in attempts:
+            problems.append(f"{message_id} is stored but was never sent")
+    for attempt in workload.attempts:
+        if attempt.ack is None:
+            continue
+        found = stored.get(attempt.message_id)
+        if found is None:
+            problems.append(f"acknowledged {attempt.key} (seq {attempt.acked_seq}) is lost")
+            continue
+        context_id, message = found
+        sent = attempt.body["message"]
+        if (
+            context_id != attempt.context_id
+            or message["seq"] != attempt.acked_seq
+            or message["role"] != sent["role"]
+            or message["parts"] != sent["parts"]
+        ):
+            problems.append(
+                f"acknowledged {attempt.key} at {attempt.context_id}#{attempt.acked_seq} "
+                f"is stored as {context_id}#{message['seq']} {message['parts']}"
+            )
+    return problems

@@ -1,0 +1,177 @@
+"""Ways to switch off one durability fix, to prove that a test notices.
+
+:data:`MUTATIONS` maps ``no-<fix>`` to the patches that undo that fix, plus
+``slow-compaction``, which undoes nothing: it only pauses (and says so on
+stdout) where a kill -9 is interesting. Each entry is a list of
+``(owner, attribute, replacement)`` patches; a
+replacement of :data:`DELETE` removes the attribute (so an inherited
+implementation, e.g. pysyncobj's own, takes over again). Tests apply them with
+``monkeypatch``; subprocess scripts and :mod:`variant_server` with
+:func:`apply`, for the life of that process only. Nothing here edits a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from fastpaca_server.replication import snapshot as snapshot_module
+from fastpaca_server.replication.journal import (
+    MAGIC,
+    DurableJournal,
+    Entry,
+    _encode,
+    read_entries,
+    write_file_durably,
+)
+from fastpaca_server.replication.node import _RaftNode
+from fastpaca_server.replication.snapshot import SnapshotStore
+from pysyncobj.config import SERIALIZER_STATE
+
+DELETE = object()
+
+PAUSE_MARK = "DURABILITY-TEST: compaction paused"
+
+Patch = tuple[Any, str, Any]
+
+
+def _set_raft_commit_index_without_flush(self: DurableJournal, raftCommitIndex: int) -> None:
+    self._meta["raftCommitIndex"] = raftCommitIndex
+    self._meta_dirty = True
+
+
+def _flush_without_buffer_flush(self: DurableJournal) -> None:
+    # fdatasync the descriptor but leave the records in Python's write buffer.
+    if self._dirty:
+        os.fdatasync(self._handle.fileno())
+        self._dirty = False
+        self.flush_count += 1
+
+
+def _init_appending_after_torn_tail(self: DurableJournal, path: str) -> None:
+    # Load the valid prefix but keep writing at the physical end of the file,
+    # after the torn record, as a journal without tail repair would.
+    self._path = path
+    self._meta_path = f"{path}.meta"
+    if not os.path.exists(path):
+        write_file_durably(path, MAGIC)
+    self._entries, self._offsets, _ = read_entries(path)
+    self._handle = open(path, "r+b")  # noqa: SIM115
+    self._handle.seek(0, os.SEEK_END)
+    self._end = self._handle.tell()
+    self._dirty = False
+    self.flush_count = 0
+    self._meta = self._read_meta()
+    self._meta_dirty = False
+
+
+def _rewrite_in_place(self: DurableJournal, entries: list[Entry]) -> None:
+    # pysyncobj's FileJournal way: empty the file, then write the kept entries back.
+    self._handle.flush()
+    self._handle.seek(len(MAGIC))
+    self._handle.truncate()
+    self._handle.flush()
+    pause = float(os.environ.get("DURABILITY_TEST_REWRITE_PAUSE", "0"))
+    if pause:
+        print(PAUSE_MARK, flush=True)
+        time.sleep(pause)  # the journal is empty now: a kill -9 here loses it
+    self._entries = []
+    self._offsets = []
+    self._end = len(MAGIC)
+    for entry in entries:
+        record = _encode(entry)
+        self._handle.write(record)
+        self._entries.append(entry)
+        self._offsets.append(self._end)
+        self._end += len(record)
+    self._handle.flush()
+    os.fsync(self._handle.fileno())
+    self._dirty = False
+
+
+def _store_meta_without_fsync(self: DurableJournal) -> None:
+    # pysyncobj's way: temp file + rename, no fsync of the file or the directory.
+    tmp = f"{self._meta_path}.tmp"
+    with open(tmp, "w") as handle:
+        json.dump(self._meta, handle)
+    os.replace(tmp, self._meta_path)
+    self._meta_dirty = False
+
+
+def _serialize_without_fsync(self: SnapshotStore, tmp_path: str, raft_data: Any) -> None:
+    # SnapshotStore.serialize with the file's fsync left out.
+    raft_part = pickle.dumps(tuple(raft_data), protocol=4)
+    state_part = self._current_state().to_bytes()
+    crc = zlib.crc32(raft_part + state_part)
+    with open(tmp_path, "wb") as handle:
+        handle.write(snapshot_module.MAGIC)
+        handle.write(snapshot_module._LENGTHS.pack(len(raft_part), len(state_part), crc))
+        handle.write(raft_part + state_part)
+    with self._lock:
+        self._status = SERIALIZER_STATE.SUCCESS
+
+
+_real_delete_entries_to = DurableJournal.deleteEntriesTo
+
+
+def _slow_delete_entries_to(self: DurableJournal, entryTo: int) -> None:
+    # Not a fix switched off: a pause at the start of every compaction (the
+    # snapshot is on disk, the journal not yet compacted), announced on stdout,
+    # so that a test can kill -9 the process exactly inside that window.
+    print(PAUSE_MARK, flush=True)
+    time.sleep(float(os.environ.get("DURABILITY_TEST_COMPACTION_PAUSE", "0.5")))
+    _real_delete_entries_to(self, entryTo)
+
+
+MUTATIONS: dict[str, Callable[[], list[Patch]]] = {
+    # gap 1: entries are acknowledged without being flushed first
+    "no-flush-before-ack": lambda: [
+        (DurableJournal, "setRaftCommitIndex", _set_raft_commit_index_without_flush)
+    ],
+    # gap 1, subtler: fdatasync without moving Python's buffer to the OS first
+    "no-buffer-flush": lambda: [(DurableJournal, "flush", _flush_without_buffer_flush)],
+    # gap 2: compaction rewrites the journal in place
+    "no-atomic-compaction": lambda: [(DurableJournal, "_rewrite", _rewrite_in_place)],
+    # torn tail: keep appending after a damaged last record
+    "no-torn-tail-repair": lambda: [(DurableJournal, "__init__", _init_appending_after_torn_tail)],
+    # gap 3: pysyncobj's own __loadDumpFile (keeps two entries)
+    "no-load-dump-override": lambda: [(_RaftNode, "_SyncObj__loadDumpFile", DELETE)],
+    # the term/vote file without fsync
+    "no-meta-fsync": lambda: [(DurableJournal, "_store_meta", _store_meta_without_fsync)],
+    # the snapshot file is not fsync'd before pysyncobj renames it in
+    "no-snapshot-file-fsync": lambda: [(SnapshotStore, "serialize", _serialize_without_fsync)],
+    # the checker reports success without fsyncing the directory of the rename
+    "no-snapshot-dir-fsync": lambda: [(snapshot_module, "fsync_directory", lambda path: None)],
+    # timing only (see _slow_delete_entries_to)
+    "slow-compaction": lambda: [(DurableJournal, "deleteEntriesTo", _slow_delete_entries_to)],
+}
+
+
+def patches(name: str) -> list[Patch]:
+    return MUTATIONS[name]()
+
+
+def apply(name: str) -> None:
+    """Apply mutation ``name`` for the rest of this process."""
+    for owner, attribute, replacement in patches(name):
+        if replacement is DELETE:
+            delattr(owner, attribute)
+        else:
+            setattr(owner, attribute, replacement)
+
+
+def apply_with(monkeypatch: Any, name: str) -> None:
+    """Apply mutation ``name`` until the test ends (pytest ``monkeypatch``)."""
+    for owner, attribute, replacement in patches(name):
+        if replacement is DELETE:
+            monkeypatch.delattr(owner, attribute)
+        else:
+            monkeypatch.setattr(owner, attribute, replacement)
+
+
+__all__ = ["DELETE", "MUTATIONS", "PAUSE_MARK", "apply", "apply_with", "patches"]

@@ -1,0 +1,523 @@
+"""DurableJournal on its own: records, torn tails, atomic compaction, meta, flushing.
+
+No processes: a "crash" is simulated by copying what the operating system holds
+for the journal file at a chosen moment (what survives kill -9; Python's write
+buffer does not) and raising before the operation runs. Every behaviour that is
+a durability fix also has a test that switches the fix off (tests.durability.
+mutations) and shows that the same check then fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastpaca_server.replication import journal as journal_module
+from fastpaca_server.replication.journal import MAGIC, DurableJournal, Entry, read_entries
+
+from tests.durability import mutations
+
+
+def make_entries(count: int, *, first: int = 1, term: int = 1) -> list[Entry]:
+    """Entries with varied payloads: empty, binary, large, non-ASCII."""
+    entries: list[Entry] = []
+    for index in range(first, first + count):
+        if index % 7 == 0:
+            payload = b""
+        elif index % 5 == 0:
+            payload = bytes(range(256)) * 40  # 10 KB, larger than Python's write buffer
+        else:
+            payload = f"command {index} — ünïcode".encode()
+        entries.append((payload, index, term))
+    return entries
+
+
+def open_journal(path: Path, entries: list[Entry]) -> DurableJournal:
+    journal = DurableJournal(str(path))
+    for entry in entries:
+        journal.add(*entry)
+    journal.flush()
+    return journal
+
+
+def entries_of(journal: DurableJournal) -> list[Entry]:
+    return [journal[i] for i in range(len(journal))]
+
+
+def reopened(path: Path) -> list[Entry]:
+    """What a restarted process reads (the open journal object is not touched)."""
+    return entries_of(DurableJournal(str(path)))
+
+
+# --- round trip ----------------------------------------------------------------
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "raft.journal"
+    entries = make_entries(40)
+    journal = open_journal(path, entries)
+    assert entries_of(journal) == entries
+    assert journal[1:3] == entries[1:3]
+    assert journal[-1] == entries[-1]
+
+    assert reopened(path) == entries  # without a clean shutdown
+
+    again = DurableJournal(str(path))
+    more = make_entries(5, first=41, term=2)
+    for entry in more:
+        again.add(*entry)
+    again._destroy()
+    assert reopened(path) == entries + more
+
+
+def test_new_journal_is_empty_and_durable(tmp_path: Path) -> None:
+    path = tmp_path / "raft.journal"
+    journal = DurableJournal(str(path))
+    assert len(journal) == 0
+    assert path.read_bytes() == MAGIC
+    assert journal.getCurrentTerm() == 0
+    assert journal.getVotedForNodeId() is None
+    assert journal.getRaftCommitIndex() == 1
+
+
+# --- torn tail -----------------------------------------------------------------
+
+
+def _cut(cut_bytes: int) -> Callable[[Path, int], None]:
+    def damage(path: Path, last_offset: int) -> None:
+        size = path.stat().st_size
+        os.truncate(path, size - cut_bytes)
+
+    return damage
+
+
+def _cut_inside_header(path: Path, last_offset: int) -> None:
+    os.truncate(path, last_offset + 7)
+
+
+def _flip_payload_byte(path: Path, last_offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _flip_crc_byte(path: Path, last_offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[last_offset + 4] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _huge_length(path: Path, last_offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[last_offset : last_offset + 4] = (2**31).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+
+
+def _append(garbage: bytes) -> Callable[[Path, int], None]:
+    def damage(path: Path, last_offset: int) -> None:
+        path.write_bytes(path.read_bytes() + garbage)
+
+    return damage
+
+
+DAMAGES: dict[str, tuple[Callable[[Path, int], None], bool]] = {
+    # name: (damage to the file, whether the last record survives)
+    "cut-one-byte": (_cut(1), False),
+    "cut-mid-payload": (_cut(9), False),
+    "cut-inside-header": (_cut_inside_header, False),
+    "flipped-payload-byte": (_flip_payload_byte, False),
+    "flipped-crc": (_flip_crc_byte, False),
+    "huge-length": (_huge_length, False),
+    "zeros-after-last": (_append(b"\0" * 30), True),
+    "half-header-after-last": (_append(b"\x05\0\0"), True),
+}
+
+
+def check_torn_tail(tmp_path: Path, damage_name: str) -> None:
+    path = tmp_path / "raft.journal"
+    entries = make_entries(12)
+    journal = open_journal(path, entries)
+    last_offset = journal._offsets[-1]
+    journal._destroy()
+    damage, last_survives = DAMAGES[damage_name]
+    damage(path, last_offset)
+    valid = entries if last_survives else entries[:-1]
+
+    loaded = DurableJournal(str(path))
+    assert entries_of(loaded) == valid
+    more = make_entries(6, first=len(valid) + 1, term=3)
+    for entry in more:
+        loaded.add(*entry)
+    loaded.flush()
+    assert reopened(path) == valid + more, "entries appended after a torn tail were lost"
+    again = DurableJournal(str(path))
+    again.add(b"one more", len(valid) + 7, 3)
+    again.flush()
+    assert reopened(path) == [*valid, *more, (b"one more", len(valid) + 7, 3)]
+
+
+@pytest.mark.parametrize("damage_name", sorted(DAMAGES))
+def test_torn_tail_keeps_valid_prefix_and_appends_work(tmp_path: Path, damage_name: str) -> None:
+    check_torn_tail(tmp_path, damage_name)
+
+
+@pytest.mark.parametrize("damage_name", ["cut-mid-payload", "flipped-payload-byte"])
+def test_without_tail_repair_entries_after_a_torn_tail_are_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage_name: str
+) -> None:
+    mutations.apply_with(monkeypatch, "no-torn-tail-repair")
+    with pytest.raises(AssertionError, match="appended after a torn tail were lost"):
+        check_torn_tail(tmp_path, damage_name)
+
+
+# --- atomic compaction (deleteEntriesTo) -----------------------------------------
+
+
+class SimulatedCrash(Exception):
+    """The process 'died' just before a disk operation."""
+
+
+class CrashInjector:
+    """Counts the journal's disk operations; at number ``crash_at`` it crashes.
+
+    Counted: writes, flushes and truncations of files the journal module opens,
+    ``os.fsync``, ``os.fdatasync`` and ``os.replace``. At the crash point the
+    journal file is copied as the OS holds it (kill -9 keeps the page cache and
+    loses Python's buffers), then :class:`SimulatedCrash` is raised.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.journal_path = Path()
+        self.crash_at: int | None = None
+        self.count = 0
+        self.on_disk: bytes | None = None
+        self.operations: list[str] = []
+        real_open = open
+        injector = self
+
+        class File:
+            def __init__(self, handle: Any) -> None:
+                self._handle = handle
+
+            def write(self, data: bytes) -> int:
+                injector.step("write")
+                return int(self._handle.write(data))
+
+            def flush(self) -> None:
+                injector.step("flush")
+                self._handle.flush()
+
+            def truncate(self, size: int | None = None) -> int:
+                injector.step("truncate")
+                return int(self._handle.truncate(size))
+
+            def __enter__(self) -> File:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                self._handle.close()
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self._handle, name)
+
+        def fake_open(path: str, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+            handle = real_open(path, mode, *args, **kwargs)
+            return File(handle) if any(flag in mode for flag in "wa+") else handle
+
+        def counted(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+            def call(*args: Any) -> Any:
+                self.step(name)
+                return real(*args)
+
+            return call
+
+        monkeypatch.setattr(journal_module, "open", fake_open, raising=False)
+        for name in ("fsync", "fdatasync", "replace"):
+            monkeypatch.setattr(os, name, counted(name, getattr(os, name)))
+
+    def arm(self, journal_path: Path, crash_at: int) -> None:
+        self.journal_path = journal_path
+        self.crash_at, self.count, self.on_disk, self.operations = crash_at, 0, None, []
+
+    def step(self, name: str) -> None:
+        if self.crash_at is None:
+            return
+        self.count += 1
+        self.operations.append(name)
+        if self.count == self.crash_at:
+            self.on_disk = self.journal_path.read_bytes()
+            self.crash_at = None
+            raise SimulatedCrash(name)
+
+
+def entries_after_crash(tmp_path: Path, on_disk: bytes) -> list[Entry]:
+    restart = tmp_path / "restart"
+    shutil.rmtree(restart, ignore_errors=True)
+    restart.mkdir()
+    (restart / "raft.journal").write_bytes(on_disk)
+    return reopened(restart / "raft.journal")
+
+
+def compaction_crash_outcomes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Crash deleteEntriesTo before each of its disk operations in turn.
+
+    Yields, per crash point, "old" or "new" (the journal a restart reads), and
+    fails if a restart would read anything else.
+    """
+    entries = make_entries(30)
+    kept_from = 17
+    injector = CrashInjector(monkeypatch)
+    for crash_at in range(1, 200):
+        directory = tmp_path / f"crash-{crash_at}"
+        directory.mkdir()
+        path = directory / "raft.journal"
+        journal = open_journal(path, entries[:-3])
+        for entry in entries[-3:]:
+            journal.add(*entry)  # not flushed yet: still in Python's buffer
+        injector.arm(path, crash_at)
+        try:
+            journal.deleteEntriesTo(kept_from)
+        except SimulatedCrash:
+            assert injector.on_disk is not None
+            after = entries_after_crash(directory, injector.on_disk)
+            # unflushed entries may be lost by a crash, but nothing that was flushed
+            assert after in (entries[:-3], entries, entries[kept_from:]), (
+                f"crash before operation {crash_at} ({injector.operations}) "
+                f"left {len(after)} entries: neither the old nor the new journal"
+            )
+            yield "new" if after == entries[kept_from:] else "old"
+            continue
+        injector.crash_at = None  # it finished: no crash point left
+        assert entries_of(journal) == entries[kept_from:]
+        assert reopened(path) == entries[kept_from:]
+        return
+    raise AssertionError("deleteEntriesTo never finished")
+
+
+def test_delete_entries_to_is_atomic_at_every_crash_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outcomes = list(compaction_crash_outcomes(tmp_path, monkeypatch))
+    assert "old" in outcomes and "new" in outcomes, outcomes
+    # once the new file is renamed in, every later crash keeps the new journal
+    assert outcomes == sorted(outcomes, key=lambda outcome: outcome == "new")
+
+
+def test_without_atomic_compaction_a_crash_loses_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mutations.apply_with(monkeypatch, "no-atomic-compaction")
+    with pytest.raises(AssertionError, match="neither the old nor the new journal"):
+        list(compaction_crash_outcomes(tmp_path, monkeypatch))
+
+
+def test_delete_entries_to_leaves_old_file_until_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "raft.journal"
+    entries = make_entries(20)
+    journal = open_journal(path, entries)
+    seen: list[tuple[list[Entry], list[Entry]]] = []
+
+    def failing_replace(source: str, target: str) -> None:
+        seen.append((read_entries(target)[0], read_entries(source)[0]))
+        raise OSError(28, "No space left on device (injected)")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="injected"):
+        journal.deleteEntriesTo(12)
+    monkeypatch.undo()
+    assert seen == [(entries, entries[12:])]  # old file intact, new one complete and synced
+    assert reopened(path) == entries
+
+
+def test_delete_entries_to_then_append_and_truncate(tmp_path: Path) -> None:
+    path = tmp_path / "raft.journal"
+    entries = make_entries(25)
+    journal = open_journal(path, entries)
+    journal.deleteEntriesTo(10)
+    assert entries_of(journal) == entries[10:]
+    assert reopened(path) == entries[10:]
+    more = make_entries(5, first=26, term=2)
+    for entry in more:
+        journal.add(*entry)
+    journal.flush()
+    assert reopened(path) == entries[10:] + more
+    journal.deleteEntriesFrom(len(journal) - 2)  # offsets are right after a rewrite
+    assert reopened(path) == entries[10:] + more[:-2]
+    journal.deleteEntriesTo(0)
+    assert reopened(path) == entries[10:] + more[:-2]
+    journal.clear()
+    assert len(journal) == 0
+    assert reopened(path) == []
+
+
+# --- deleteEntriesFrom --------------------------------------------------------------
+
+
+def test_delete_entries_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "raft.journal"
+    entries = make_entries(10)
+    journal = open_journal(path, entries[:8])
+    for entry in entries[8:]:
+        journal.add(*entry)  # two unflushed entries
+
+    journal.deleteEntriesFrom(10)  # nothing to delete
+    journal.deleteEntriesFrom(25)
+    assert entries_of(journal) == entries
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    journal.deleteEntriesFrom(6)
+    assert entries_of(journal) == entries[:6]
+    assert synced == [journal._handle.fileno()]  # the truncation is durable before returning
+    assert reopened(path) == entries[:6]
+
+    replacement = make_entries(4, first=7, term=2)
+    for entry in replacement:
+        journal.add(*entry)
+    journal.flush()
+    assert reopened(path) == entries[:6] + replacement
+    assert os.path.getsize(path) == journal._end
+
+    journal.deleteEntriesFrom(0)
+    assert len(journal) == 0
+    assert reopened(path) == []
+    journal.add(b"fresh", 1, 5)
+    journal.flush()
+    assert reopened(path) == [(b"fresh", 1, 5)]
+
+
+# --- meta: term, vote, commit index ----------------------------------------------------
+
+
+def check_term_and_vote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "raft.journal"
+    journal = DurableJournal(str(path))
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", recording_fsync)
+        journal.setCurrentTerm(7, "node-b")
+    # the new file, then the directory holding the rename, before returning
+    assert synced == [os.path.realpath(f"{path}.meta.tmp"), os.path.realpath(tmp_path)], (
+        "term and vote were not made durable"
+    )
+
+    restarted = DurableJournal(str(path))  # no clean shutdown of ``journal``
+    assert restarted.getCurrentTerm() == 7
+    assert restarted.getVotedForNodeId() == "node-b"
+
+    restarted.setCurrentTerm(8, None)
+    assert DurableJournal(str(path)).getCurrentTerm() == 8
+    assert DurableJournal(str(path)).getVotedForNodeId() is None
+
+
+def test_term_and_vote_are_durable_before_returning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check_term_and_vote(tmp_path, monkeypatch)
+
+
+def test_without_meta_fsync_the_term_check_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mutations.apply_with(monkeypatch, "no-meta-fsync")
+    with pytest.raises(AssertionError, match="not made durable"):
+        check_term_and_vote(tmp_path, monkeypatch)
+
+
+def test_commit_index_is_stored(tmp_path: Path) -> None:
+    path = tmp_path / "raft.journal"
+    journal = open_journal(path, make_entries(5))
+    journal.setRaftCommitIndex(4)
+    assert journal.getRaftCommitIndex() == 4
+    journal.onOneSecondTimer()
+    assert DurableJournal(str(path)).getRaftCommitIndex() == 4
+    journal.setRaftCommitIndex(5)
+    journal._destroy()
+    assert DurableJournal(str(path)).getRaftCommitIndex() == 5
+
+
+# --- flush / setRaftCommitIndex ----------------------------------------------------------
+
+
+def check_flushing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "raft.journal"
+    journal = DurableJournal(str(path))
+    calls: list[dict[str, int]] = []
+    real_fdatasync = os.fdatasync
+
+    def recording_fdatasync(fd: int) -> None:
+        calls.append(
+            {
+                "bytes_in_file": os.fstat(fd).st_size,
+                "journal_end": journal._end,
+                "commit_index": journal.getRaftCommitIndex(),
+            }
+        )
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", recording_fdatasync)
+
+    journal.flush()
+    assert calls == [], "flush() synced a clean journal"
+    journal.add(b"a", 1, 1)
+    journal.flush()
+    assert len(calls) == 1
+    journal.flush()
+    assert len(calls) == 1, "flush() synced a clean journal"
+    for index in (2, 3, 4):
+        journal.add(b"b" * 100, index, 1)
+    journal.flush()
+    assert len(calls) == 2, "one fdatasync covers every entry added since the last one"
+
+    journal.setRaftCommitIndex(4)
+    assert len(calls) == 2, "setRaftCommitIndex synced a clean journal"
+
+    journal.add(b"c" * 3000, 5, 1)
+    journal.setRaftCommitIndex(5)
+    assert len(calls) == 3, "setRaftCommitIndex did not flush new entries"
+    assert calls[-1]["commit_index"] == 4, "the commit index moved before the flush"
+    assert journal.getRaftCommitIndex() == 5
+    for call in calls:
+        assert call["bytes_in_file"] == call["journal_end"], (
+            "fdatasync ran while records were still in Python's buffer"
+        )
+    assert journal.flush_count == 3
+
+
+def test_flush_syncs_only_when_dirty_and_commit_index_flushes_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check_flushing(tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    ("mutation", "message"),
+    [
+        ("no-flush-before-ack", "setRaftCommitIndex did not flush"),
+        ("no-buffer-flush", "still in Python's buffer"),
+    ],
+)
+def test_flushing_checks_catch_a_missing_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mutation: str, message: str
+) -> None:
+    mutations.apply_with(monkeypatch, mutation)
+    with pytest.raises(AssertionError, match=message):
+        check_flushing(tmp_path, monkeypatch)
