@@ -77,8 +77,9 @@ def merge_patch(target: JSONObject, patch: JSONObject) -> JSONObject:
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
-        elif isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merge_patch(result[key], value)
+        elif isinstance(value, dict):
+            base = result.get(key)
+            result[key] = merge_patch(base if isinstance(base, dict) else {}, value)
         else:
             result[key] = value
     return result
@@ -273,11 +274,15 @@ class StateMachine:
         config = context.config
         manual = config.policy.strategy == "manual"
         limit = windows.message_limit(config)
-        over_limit = limit is not None and len(context.window) > limit
+        over_limit = (
+            limit is not None
+            and len(context.window) > limit
+            and windows.unpinned_count(context.window) > limit
+        )
         if context.used_tokens > windows.trigger_tokens(config) or over_limit:
             context.window, context.needs_compaction = windows.apply_policy(context.window, config)
         elif force and not manual:
-            context.window = windows.orphan_free(context.window)
+            context.window = windows.strip_orphan_results(context.window)
             context.needs_compaction = False
         else:
             context.needs_compaction = False
@@ -335,7 +340,8 @@ def _check_fits(window: Sequence[Message], new: Sequence[Message], budget: int) 
                 f"token budget of {budget}; it could never be sent to the model.",
                 "message_exceeds_budget",
             )
-    units = windows.build_units([*window, *new])
+    combined = windows.strip_orphan_results([*window, *new])
+    units = windows.build_units(combined)
     pinned = sum(unit.tokens for unit in units if unit.pinned)
     if pinned > budget:
         raise InvalidInput(
@@ -343,9 +349,9 @@ def _check_fits(window: Sequence[Message], new: Sequence[Message], budget: int) 
             f"more than the token budget of {budget}.",
             "pinned_exceeds_budget",
         )
-    first_new = len(window)
+    first_new_seq = min(m.seq or 0 for m in new)
     for unit in units:
-        if unit.pinned or unit.orphan or unit.indices[-1] < first_new:
+        if unit.pinned or all((combined[i].seq or 0) < first_new_seq for i in unit.indices):
             continue
         if unit.tokens + pinned > budget:
             what = "The message" if len(unit.indices) == 1 else "The tool call with its results"

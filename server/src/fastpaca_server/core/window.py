@@ -5,9 +5,9 @@ messages but at *units*: a message together with every later message whose
 ``tool_result`` parts answer its ``tool_call`` parts. A unit with a pinned
 member is pinned. Units are kept or dropped whole, so a tool call is
 never split from its result. A tool result whose call is not in the window is
-an orphan; its whole unit is dropped by every non-manual policy (keeping the
-rest of the unit would split a call from its result), so a window never
-begins with one.
+an orphan: every non-manual policy strips it from its message (a message left
+without parts leaves the window), so a window never begins with one and never
+holds a result without its call.
 """
 
 from __future__ import annotations
@@ -49,52 +49,75 @@ class Unit:
 
     indices: tuple[int, ...]
     pinned: bool
-    orphan: bool
     tokens: int
 
 
 def build_units(window: Sequence[Message]) -> list[Unit]:
-    """Group a window into units, ordered by their first message."""
+    """Group a window into units, ordered by their first message.
+
+    A message that answers calls of several units joins them into one. Tool
+    results whose call is not earlier in the window do not bind anything
+    (non-manual windows have them stripped by :func:`strip_orphan_results`).
+    """
     members: list[list[int]] = []
-    orphan: list[bool] = []
     unit_of_call: dict[str, int] = {}
     for index, message in enumerate(window):
         answered = {unit_of_call[c] for c in tool_result_ids(message) if c in unit_of_call}
-        has_orphan_result = any(c not in unit_of_call for c in tool_result_ids(message))
         if answered:
-            target = min(answered)
-            for other in sorted(answered - {target}, reverse=True):
-                members[target].extend(members[other])
+            unit = min(answered)
+            for other in sorted(answered - {unit}, reverse=True):
+                members[unit].extend(members[other])
                 members[other] = []
-                for call, unit in unit_of_call.items():
-                    if unit == other:
-                        unit_of_call[call] = target
-            members[target].append(index)
-            orphan[target] = orphan[target] or has_orphan_result
-            for other in answered - {target}:
-                orphan[target] = orphan[target] or orphan[other]
-            unit = target
+                for call, owner in unit_of_call.items():
+                    if owner == other:
+                        unit_of_call[call] = unit
+            members[unit].append(index)
         else:
             members.append([index])
-            orphan.append(has_orphan_result)
             unit = len(members) - 1
         for call in tool_call_ids(message):
             unit_of_call[call] = unit
     units = []
-    for index, indices in enumerate(members):
+    for indices in members:
         if not indices:
             continue
         ordered = tuple(sorted(indices))
-        pinned = any(is_pinned(window[i]) for i in ordered)
         units.append(
             Unit(
                 indices=ordered,
-                pinned=pinned,
-                orphan=orphan[index] and not pinned,
+                pinned=any(is_pinned(window[i]) for i in ordered),
                 tokens=sum(window[i].token_count for i in ordered),
             )
         )
     return units
+
+
+def strip_orphan_results(window: Sequence[Message]) -> list[Message]:
+    """Remove ``tool_result`` parts whose call is not earlier in the window.
+
+    A message left without parts leaves the window. What remains can be cut
+    into units without ever splitting a call from its result, and never
+    begins with an orphan result.
+    """
+    calls: set[str] = set()
+    result: list[Message] = []
+    for message in window:
+        results = tool_result_ids(message)
+        if results and not calls.issuperset(results):
+            keep = [
+                i
+                for i, part in enumerate(message.parts)
+                if not (
+                    part.get("type") == TOOL_RESULT and str(part.get("tool_call_id")) not in calls
+                )
+            ]
+            stripped = _only_parts(message, keep)
+            if stripped is None:
+                continue
+            message = stripped
+        calls.update(tool_call_ids(message))
+        result.append(message)
+    return result
 
 
 def _keep(window: Sequence[Message], units: Iterable[Unit]) -> list[Message]:
@@ -107,6 +130,10 @@ def pinned_tokens(window: Sequence[Message]) -> int:
     return sum(u.tokens for u in build_units(window) if u.pinned)
 
 
+def unpinned_count(window: Sequence[Message]) -> int:
+    return sum(len(u.indices) for u in build_units(window) if not u.pinned)
+
+
 def trim(
     window: Sequence[Message],
     *,
@@ -114,20 +141,21 @@ def trim(
     max_messages: int | None,
     keep_newest: bool = False,
 ) -> list[Message]:
-    """Drop orphan units, then the oldest unpinned units until both limits hold.
+    """Strip orphan results, then drop the oldest unpinned units until both limits hold.
 
     Pinned units are never dropped; the caller makes sure they fit. With
-    ``keep_newest`` the newest unpinned unit stays even if the limits are not
-    reached (the message just appended must reach the model).
+    ``keep_newest`` the unit of the newest message stays even if the limits
+    are not reached (the message just appended must reach the model).
     """
-    units = [u for u in build_units(window) if not u.orphan]
-    newest = max((i for i, u in enumerate(units) if not u.pinned), default=-1)
+    window = strip_orphan_results(window)
+    units = build_units(window)
+    last = len(window) - 1
     tokens = sum(u.tokens for u in units)
     count = sum(len(u.indices) for u in units if not u.pinned)
     kept: list[Unit] = []
-    for index, unit in enumerate(units):
+    for unit in units:
         over = tokens > max_tokens or (max_messages is not None and count > max_messages)
-        if over and not unit.pinned and not (keep_newest and index == newest):
+        if over and not unit.pinned and not (keep_newest and last in unit.indices):
             tokens -= unit.tokens
             count -= len(unit.indices)
             continue
@@ -159,11 +187,17 @@ def strip_parts(
 
 def _strip_message(message: Message, prefixes: tuple[str, ...]) -> Message | None:
     keep = [i for i, part in enumerate(message.parts) if not str(part["type"]).startswith(prefixes)]
+    return _only_parts(message, keep)
+
+
+def _only_parts(message: Message, keep: list[int]) -> Message | None:
+    """The message with only the parts at ``keep`` (``None`` if none are left)."""
     if len(keep) == len(message.parts):
         return message
     if not keep:
         return None
-    removed = sum(message.part_tokens[i] for i in range(len(message.parts)) if i not in keep)
+    kept = set(keep)
+    removed = sum(message.part_tokens[i] for i in range(len(message.parts)) if i not in kept)
     return attrs.evolve(
         message,
         parts=[message.parts[i] for i in keep],
@@ -172,10 +206,16 @@ def _strip_message(message: Message, prefixes: tuple[str, ...]) -> Message | Non
     )
 
 
-def last_user_index(window: Sequence[Message]) -> int:
+def current_turn_start(window: Sequence[Message]) -> int:
+    """Index where the current turn begins: the last user message, or the unit
+    of the newest message when no user message is left in the window."""
     for index in range(len(window) - 1, -1, -1):
         if window[index].role == "user":
             return index
+    newest = len(window) - 1
+    for unit in build_units(window):
+        if newest in unit.indices:
+            return unit.indices[0]
     return len(window)
 
 
@@ -204,7 +244,7 @@ def apply_policy(window: Sequence[Message], config: ContextConfig) -> tuple[list
         return list(window), True
     if strategy == "skip_parts":
         kinds = options.get("skip_kinds", list(DEFAULT_SKIP_KINDS))
-        window = strip_parts(window, kinds, last_user_index(window))
+        window = strip_parts(window, kinds, current_turn_start(window))
     limit = message_limit(config)
     target = min(trigger_tokens(config), config.token_budget)
     if window_tokens(window) <= target:
@@ -217,11 +257,6 @@ def apply_policy(window: Sequence[Message], config: ContextConfig) -> tuple[list
 
 def window_tokens(window: Sequence[Message]) -> int:
     return sum(m.token_count for m in window)
-
-
-def orphan_free(window: Sequence[Message]) -> list[Message]:
-    """Drop tool results whose calls are not in the window (non-manual policies)."""
-    return _keep(window, [u for u in build_units(window) if not u.orphan])
 
 
 def segments(window: Sequence[Message]) -> list[dict[str, int | str | None]]:
