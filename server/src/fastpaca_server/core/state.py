@@ -144,7 +144,7 @@ class StateMachine:
         metadata = context.metadata if command.metadata is None else dict(command.metadata)
         if config == context.config and metadata == context.metadata:
             return context
-        if config.tokenizer != context.config.tokenizer and context.log:
+        if config.tokenizer != context.config.tokenizer and (context.log or context.window):
             raise Conflict(
                 "The tokenizer of a context with messages cannot change: "
                 "its counts would be wrong.",
