@@ -12,7 +12,6 @@ from aiohttp import web
 from ..core import (
     AppendMessages,
     Compact,
-    InvalidInput,
     MessageInput,
     PatchMetadata,
     PutContext,
@@ -214,18 +213,8 @@ async def get_window(request: web.Request) -> web.Response:
         context = machine.get(context_id)
         if "if_version" in params:
             check_version(context, params["if_version"])
-        window = context.window
-        budget = context.config.token_budget
-        if "budget_tokens" in params:
-            budget = params["budget_tokens"]
-            pinned = windows.pinned_tokens(window)
-            if pinned > budget:
-                raise InvalidInput(
-                    f"Pinned messages use {pinned} tokens, more than budget_tokens={budget}.",
-                    "budget_too_small",
-                )
-            if windows.window_tokens(window) > budget:
-                window = windows.trim(window, max_tokens=budget, max_messages=None)
+        budget = params.get("budget_tokens", context.config.token_budget)
+        window = context.window_within(budget)
         body: dict[str, Any] = {
             "version": context.version,
             "messages": [render.message(item) for item in window],

@@ -65,6 +65,18 @@ class Context:
         start = max(after_seq, 0)
         return self.log[start : min(end, start + limit)] if end > start else []
 
+    def window_within(self, budget: int) -> list[Message]:
+        """The window, trimmed (oldest unpinned units first) to fit ``budget`` tokens."""
+        if windows.window_tokens(self.window) <= budget:
+            return self.window
+        pinned = windows.pinned_tokens(self.window)
+        if pinned > budget:
+            raise InvalidInput(
+                f"Pinned messages use {pinned} tokens, more than budget_tokens={budget}.",
+                "budget_too_small",
+            )
+        return windows.trim(self.window, max_tokens=budget, max_messages=None)
+
     def tail(self, offset: int, limit: int) -> list[Message]:
         """The ``limit`` messages before the newest ``offset``, oldest first."""
         end = max(self.last_seq - offset, 0)
