@@ -54,6 +54,8 @@ class Context:
     used_tokens: int = 0
     needs_compaction: bool = False
     idempotency: dict[str, IdempotentEntry] = attrs.field(factory=dict)
+    last_user_seq: int | None = None
+    """Seq of the newest user message in the log: where the current turn begins."""
 
     @property
     def last_seq(self) -> int:
@@ -195,6 +197,8 @@ class StateMachine:
         for message in stored:
             context.log.append(message)
             context.window.append(message)
+            if message.role == "user":
+                context.last_user_seq = message.seq
             context.used_tokens += message.token_count
             appended.append(
                 AppendedMessage(
@@ -292,7 +296,9 @@ class StateMachine:
             and windows.unpinned_count(context.window) > limit
         )
         if context.used_tokens > windows.trigger_tokens(config) or over_limit:
-            context.window, context.needs_compaction = windows.apply_policy(context.window, config)
+            context.window, context.needs_compaction = windows.apply_policy(
+                context.window, config, context.last_user_seq
+            )
         elif force and not manual:
             context.window = windows.strip_orphan_results(context.window)
             context.needs_compaction = False

@@ -206,9 +206,19 @@ def _only_parts(message: Message, keep: list[int]) -> Message | None:
     )
 
 
-def current_turn_start(window: Sequence[Message]) -> int:
-    """Index where the current turn begins: the last user message, or the unit
-    of the newest message when no user message is left in the window."""
+def current_turn_start(window: Sequence[Message], turn_seq: int | None = None) -> int:
+    """Index where the current turn begins in the window.
+
+    The turn begins at the last user message; ``turn_seq`` is that message's
+    seq in the log, so the turn is found even when its user message was
+    trimmed out of the window. Without a user message at all, the unit of the
+    newest message is the current turn.
+    """
+    if turn_seq is not None:
+        for index, message in enumerate(window):
+            if message.seq is not None and message.seq >= turn_seq:
+                return index
+        return len(window)
     for index in range(len(window) - 1, -1, -1):
         if window[index].role == "user":
             return index
@@ -231,7 +241,9 @@ def trigger_tokens(config: ContextConfig) -> int:
     return int(config.trigger_ratio * config.token_budget)
 
 
-def apply_policy(window: Sequence[Message], config: ContextConfig) -> tuple[list[Message], bool]:
+def apply_policy(
+    window: Sequence[Message], config: ContextConfig, turn_seq: int | None = None
+) -> tuple[list[Message], bool]:
     """Rewrite a window that crossed the trigger. Returns ``(window, needs_compaction)``.
 
     Non-manual policies trim to the trigger (``trigger_ratio * token_budget``),
@@ -244,7 +256,7 @@ def apply_policy(window: Sequence[Message], config: ContextConfig) -> tuple[list
         return list(window), True
     if strategy == "skip_parts":
         kinds = options.get("skip_kinds", list(DEFAULT_SKIP_KINDS))
-        window = strip_parts(window, kinds, current_turn_start(window))
+        window = strip_parts(window, kinds, current_turn_start(window, turn_seq))
     limit = message_limit(config)
     target = min(trigger_tokens(config), config.token_budget)
     if window_tokens(window) <= target:
