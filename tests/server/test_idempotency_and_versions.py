@@ -42,12 +42,15 @@ def test_retry_with_the_same_key_returns_the_original_result(api: Api) -> None:
 def test_retry_replays_even_after_later_writes(api: Api) -> None:
     context_id = api.create()["id"]
     body = {"messages": [text_message("a"), text_message("b")], "idempotency_key": "batch"}
-    first = api.post(messages_url(context_id), json=body).json()
+    first_response = api.post(messages_url(context_id), json=body)
+    assert "Idempotent-Replayed" not in first_response.headers
+    first = first_response.json()
     api.append(context_id, text_message("c"))
     after = state(api, context_id)
 
     retry = api.post(messages_url(context_id), json=body)
     assert retry.status_code == 201
+    assert retry.headers["Idempotent-Replayed"] == "true"
     assert retry.json() == first
     assert state(api, context_id) == after
     assert len(api.log(context_id)) == 3
