@@ -192,7 +192,7 @@ class StateMachine:
             for offset, message in enumerate(command.messages)
         ]
         if context.config.policy.strategy != "manual":
-            _check_fits(context.window, stored, context.config.token_budget)
+            _check_fits(context, stored)
         appended: list[AppendedMessage] = []
         for message in stored:
             context.log.append(message)
@@ -344,13 +344,14 @@ def _stored(message: MessageInput, seq: int | None, at: int) -> Message:
     )
 
 
-def _check_fits(window: Sequence[Message], new: Sequence[Message], budget: int) -> None:
+def _check_fits(context: Context, new: Sequence[Message]) -> None:
     """Refuse new messages that a non-manual policy could only keep by breaking the budget.
 
     Each new message's unit (the message, or a tool call with its results)
     must fit beside the pinned units; otherwise the policy would have to drop
     the very message just appended, or the window would overrun the budget.
     """
+    budget = context.config.token_budget
     for index, message in enumerate(new):
         if message.token_count > budget:
             raise InvalidInput(
@@ -358,7 +359,9 @@ def _check_fits(window: Sequence[Message], new: Sequence[Message], budget: int) 
                 f"token budget of {budget}; it could never be sent to the model.",
                 "message_exceeds_budget",
             )
-    combined = windows.strip_orphan_results([*window, *new])
+    if context.used_tokens + sum(m.token_count for m in new) <= budget:
+        return  # everything fits, so every unit does (the common case: no scan)
+    combined = windows.strip_orphan_results([*context.window, *new])
     units = windows.build_units(combined)
     pinned = sum(unit.tokens for unit in units if unit.pinned)
     if pinned > budget:
