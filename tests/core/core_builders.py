@@ -73,16 +73,7 @@ def tool_result(message_id: str, *call_ids: str, tokens: int = 1) -> MessageInpu
 
 def stored(message: MessageInput, seq: int | None, at: int = 0) -> Message:
     """The :class:`Message` the core would keep for ``message``."""
-    return Message(
-        seq=seq,
-        id=message.id,
-        role=message.role,
-        parts=message.parts,
-        metadata=message.metadata,
-        token_count=message.token_count,
-        part_tokens=message.part_tokens,
-        created_at=at,
-    )
+    return message.stored(seq, at)
 
 
 def window_of(*messages: MessageInput) -> list[Message]:

@@ -26,6 +26,7 @@ from ..core.models import (
     ContextConfig,
     JSONObject,
     Policy,
+    canonical_json,
 )
 
 CONTEXT_ID = re.compile(r"[A-Za-z0-9._:-]{1,256}")
@@ -119,10 +120,6 @@ def metadata(value: Any, name: str = "metadata") -> JSONObject:
     if len(canonical_json(obj)) > MAX_METADATA_BYTES:
         raise InvalidInput(f"'{name}' is larger than {MAX_METADATA_BYTES} bytes.")
     return obj
-
-
-def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def fingerprint(body: JSONObject) -> str:

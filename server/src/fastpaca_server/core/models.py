@@ -9,12 +9,19 @@ command never reads a clock, a random source or the environment.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 import attrs
 import cattrs
 
 JSONObject = dict[str, Any]
+
+
+def canonical_json(value: Any) -> bytes:
+    """Compact, key-sorted UTF-8 JSON: sizes, fingerprints and snapshots use it."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
 
 STRATEGIES = ("last_n", "skip_parts", "manual")
 TOKENIZERS = ("o200k_base", "cl100k_base")
@@ -59,6 +66,19 @@ class MessageInput:
     metadata: JSONObject | None
     token_count: int
     part_tokens: list[int]
+
+    def stored(self, seq: int | None, at: int) -> Message:
+        """The :class:`Message` kept for this input at ``seq`` (``None``: a replacement)."""
+        return Message(
+            seq=seq,
+            id=self.id,
+            role=self.role,
+            parts=self.parts,
+            metadata=self.metadata,
+            token_count=self.token_count,
+            part_tokens=self.part_tokens,
+            created_at=at,
+        )
 
 
 @attrs.frozen

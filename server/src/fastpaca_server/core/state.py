@@ -30,10 +30,10 @@ from .models import (
     IdempotentEntry,
     JSONObject,
     Message,
-    MessageInput,
     PatchMetadata,
     PutContext,
     Tombstone,
+    canonical_json,
     converter,
 )
 
@@ -188,7 +188,7 @@ class StateMachine:
         _check_tokenizer(context, command.tokenizer)
         first_seq = context.last_seq + 1
         stored = [
-            _stored(message, first_seq + offset, command.at)
+            message.stored(first_seq + offset, command.at)
             for offset, message in enumerate(command.messages)
         ]
         if context.config.policy.strategy != "manual":
@@ -208,7 +208,7 @@ class StateMachine:
                     created_at=command.at,
                 )
             )
-        has_results = any(windows.tool_result_ids(m) for m in context.window[-len(appended) :])
+        has_results = any(windows.tool_result_ids(m) for m in stored)
         self._maintain_window(context, force=has_results)
         self._touch(context, command.at)
         result = AppendResult(
@@ -230,7 +230,7 @@ class StateMachine:
         _require_active(context)
         check_version(context, command.if_version)
         _check_tokenizer(context, command.tokenizer)
-        replacement = [_stored(m, None, command.at) for m in command.replacement]
+        replacement = [m.stored(None, command.at) for m in command.replacement]
         total = windows.window_tokens(replacement)
         config = context.config
         if config.policy.strategy != "manual" and total > config.token_budget:
@@ -242,8 +242,7 @@ class StateMachine:
         context.window = replacement
         context.used_tokens = total
         context.needs_compaction = (
-            config.policy.strategy == "manual"
-            and total > config.trigger_ratio * config.token_budget
+            config.policy.strategy == "manual" and total > windows.trigger_tokens(config)
         )
         self._touch(context, command.at)
         result = CompactResult(
@@ -318,9 +317,7 @@ class StateMachine:
 
     def to_bytes(self) -> bytes:
         """Canonical bytes of the whole state (used for snapshots and determinism checks)."""
-        return json.dumps(
-            self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode()
+        return canonical_json(self.to_json())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> StateMachine:
@@ -329,19 +326,6 @@ class StateMachine:
             context = converter.structure(raw, Context)
             machine.contexts[context.id] = context
         return machine
-
-
-def _stored(message: MessageInput, seq: int | None, at: int) -> Message:
-    return Message(
-        seq=seq,
-        id=message.id,
-        role=message.role,
-        parts=message.parts,
-        metadata=message.metadata,
-        token_count=message.token_count,
-        part_tokens=message.part_tokens,
-        created_at=at,
-    )
 
 
 def _check_fits(context: Context, new: Sequence[Message]) -> None:
@@ -384,8 +368,7 @@ def _check_fits(context: Context, new: Sequence[Message]) -> None:
 
 
 def _check_metadata_size(metadata: JSONObject) -> None:
-    encoded = json.dumps(metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    size = len(encoded.encode())
+    size = len(canonical_json(metadata))
     if size > MAX_METADATA_BYTES:
         raise InvalidInput(
             f"The merged metadata would be {size} bytes of JSON, more than {MAX_METADATA_BYTES}.",
