@@ -60,8 +60,8 @@ def _admit(
     context's tokenizer and the request's idempotency fingerprint."""
     fingerprint = validation.fingerprint(body) if key is not None else None
     with _store(request).read() as machine:
-        machine.admission_check(context_id, key, fingerprint, if_version)
-        return machine.get(context_id).config.tokenizer, fingerprint
+        context = machine.admission_check(context_id, key, fingerprint, if_version)
+        return context.config.tokenizer, fingerprint
 
 
 def _message_inputs(raw: list[JSONObject], tokenizer: str) -> list[MessageInput]:

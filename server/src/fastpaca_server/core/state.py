@@ -115,17 +115,18 @@ class StateMachine:
 
     def admission_check(
         self, context_id: str, key: str | None, fingerprint: str | None, if_version: int | None
-    ) -> None:
+    ) -> Context:
         """Refusals no later command can undo, checked before proposing a write.
 
         A write that would be refused anyway then costs no journal entry. An
         idempotency key that matches skips the check: the replay must answer.
+        Returns the context.
         """
         context = self.get(context_id)
-        if _replay(context, key, fingerprint) is not None:
-            return
-        _require_active(context)
-        check_version(context, if_version)
+        if _replay(context, key, fingerprint) is None:
+            _require_active(context)
+            check_version(context, if_version)
+        return context
 
     # --- writes ------------------------------------------------------------
 

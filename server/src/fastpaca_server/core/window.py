@@ -258,7 +258,7 @@ def apply_policy(
         kinds = options.get("skip_kinds", list(DEFAULT_SKIP_KINDS))
         window = strip_parts(window, kinds, current_turn_start(window, turn_seq))
     limit = message_limit(config)
-    target = min(trigger_tokens(config), config.token_budget)
+    target = trigger_tokens(config)  # trigger_ratio <= 1, so never above the budget
     if window_tokens(window) <= target:
         target = config.token_budget  # only over the message limit
     trimmed = trim(window, max_tokens=target, max_messages=limit, keep_newest=True)

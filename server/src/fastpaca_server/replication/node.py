@@ -53,12 +53,12 @@ pysyncobj.syncobj.createJournal = _create_journal
 
 
 class ReplicationError(Exception):
-    """The command's outcome is not known to be committed (HTTP 503)."""
+    """The command is not known to be committed (HTTP 503); the message says whether
+    its outcome is unknown. Either way a retry with the same idempotency key is safe."""
 
-    def __init__(self, message: str, *, committed_unknown: bool) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        self.committed_unknown = committed_unknown
 
 
 class LocalTransport(Transport):  # type: ignore[misc]
@@ -218,14 +218,14 @@ class ReplicatedStore:
         except TimeoutError:
             raise ReplicationError(
                 "The write was not confirmed in time; its outcome is unknown. "
-                "Retry with the same idempotency key.",
-                committed_unknown=True,
+                "Retry with the same idempotency key."
             ) from None
         if error != FAIL_REASON.SUCCESS:
             unknown = error in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME)
+            outcome = "its outcome is unknown" if unknown else "it was not committed"
             raise ReplicationError(
-                f"The write was not committed (raft failure {error}).",
-                committed_unknown=unknown,
+                f"The write failed in replication (raft failure {error}); {outcome}. "
+                "Retry with the same idempotency key."
             )
         value, domain_error = result
         if domain_error is not None:
