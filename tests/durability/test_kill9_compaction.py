@@ -27,7 +27,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -132,14 +131,6 @@ def check_retries(server: ServerProcess, workload: AppendWorkload) -> None:
         stored_after = [m["id"] for c in CONTEXTS for m in read_log(client, c)]
     assert last_seq_after - last_seq_before == never_stored
     assert sorted(stored_after) == sorted(a.message_id for a in workload.attempts)
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[ServerProcess]]:
-    servers: list[ServerProcess] = []
-    yield servers
-    for server in servers:
-        server.kill9()
 
 
 def test_acknowledged_appends_survive_random_kill9_during_compactions(

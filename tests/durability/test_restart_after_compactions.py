@@ -22,7 +22,6 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -171,14 +170,6 @@ def write(server: ServerProcess, writers: list[Writer], messages_each: int) -> N
 def state_of(server: ServerProcess) -> dict[str, Any]:
     with server.client() as client:
         return capture_state(client, sorted(CONTEXTS))
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[ServerProcess]]:
-    servers: list[ServerProcess] = []
-    yield servers
-    for server in servers:
-        server.kill9()
 
 
 def test_state_identical_across_clean_and_kill9_restarts(
