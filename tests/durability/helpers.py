@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import httpx
-from fastpaca_server.core import AppendMessages, ContextConfig, MessageInput, Policy, PutContext
-from fastpaca_server.replication.journal import Entry, read_entries
+from fastpaca_server.core import (
+    AppendMessages,
+    Command,
+    ContextConfig,
+    MessageInput,
+    Policy,
+    PutContext,
+    command_to_json,
+)
+from fastpaca_server.replication.journal import DurableJournal, Entry, read_entries
 from fastpaca_server.replication.node import JOURNAL_FILE
+from pysyncobj.syncobj import _COMMAND_TYPE
 
 from tests.support.server import REPO, ServerProcess
 
@@ -60,6 +72,35 @@ def append_command(context_id: str, message_id: str, key: str | None = None) -> 
         tokenizer="o200k_base",
         idempotency_key=f"key-{message_id}" if key is None else key,
     )
+
+
+def raft_entry(command: Command) -> bytes:
+    """``command`` as pysyncobj journals a call of ``_RaftNode.apply_command``.
+
+    A REGULAR command type byte, then the pickled ``(method id, args)``; the
+    method id is 0 because ``apply_command`` is the node's only replicated
+    method. The payload is the canonical JSON that ``ReplicatedStore.submit``
+    proposes.
+    """
+    payload = json.dumps(command_to_json(command), separators=(",", ":"), ensure_ascii=False)
+    return bytes([_COMMAND_TYPE.REGULAR]) + pickle.dumps((0, (payload,)))
+
+
+def write_journal(data_dir: Path | str, commands: Iterable[Command]) -> int:
+    """A fresh data directory's journal holding ``commands``; returns how many.
+
+    Laid out as a one-member node writes it: pysyncobj's no-op at index 1
+    (term 0), then one entry per command in term 1. No commit index is
+    stored, so a node that opens it replays everything once it leads.
+    """
+    os.makedirs(data_dir, exist_ok=True)
+    journal = DurableJournal(str(Path(data_dir) / JOURNAL_FILE))
+    journal.add(bytes([_COMMAND_TYPE.NO_OP]), 1, 0)
+    count = 0
+    for count, command in enumerate(commands, start=1):
+        journal.add(raft_entry(command), 1 + count, 1)
+    journal._destroy()
+    return count
 
 
 # --- server processes -----------------------------------------------------------

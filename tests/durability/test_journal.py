@@ -9,7 +9,9 @@ mutations) and shows that the same check then fails.
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +19,16 @@ from typing import Any
 
 import pytest
 from fastpaca_server.replication import journal as journal_module
-from fastpaca_server.replication.journal import MAGIC, DurableJournal, Entry, read_entries
+from fastpaca_server.replication.journal import (
+    MAGIC,
+    DurableJournal,
+    Entry,
+    JournalCorrupted,
+    _encode,
+    read_entries,
+    repair_journal_file,
+    scan_journal,
+)
 
 from tests.durability import mutations
 
@@ -170,8 +181,148 @@ def test_without_tail_repair_entries_after_a_torn_tail_are_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage_name: str
 ) -> None:
     mutations.apply_with(monkeypatch, "no-torn-tail-repair")
-    with pytest.raises(AssertionError, match="appended after a torn tail were lost"):
+    # The torn record is no longer last once entries follow it: the next load
+    # refuses the journal instead of silently dropping those entries.
+    with pytest.raises(JournalCorrupted, match="not a torn last write"):
         check_torn_tail(tmp_path, damage_name)
+
+
+# --- corruption: damage with valid records after it ------------------------------------
+
+
+def _flip_byte_at(position: Callable[[int, int], int]) -> Callable[[bytearray, int, int], None]:
+    def damage(data: bytearray, offset: int, size: int) -> None:
+        data[position(offset, size)] ^= 0x01
+
+    return damage
+
+
+def _zero_block(data: bytearray, offset: int, size: int) -> None:
+    # A lost write-back: 4 KiB of zeros from inside this record over several more.
+    data[offset + 5 : offset + 5 + 4096] = bytes(4096)
+
+
+MIDDLE_DAMAGES: dict[str, Callable[[bytearray, int, int], None]] = {
+    "payload-byte": _flip_byte_at(lambda offset, size: offset + size - 3),
+    "crc-byte": _flip_byte_at(lambda offset, size: offset + 4),
+    "length-byte": _flip_byte_at(lambda offset, size: offset + 1),
+    "index-byte": _flip_byte_at(lambda offset, size: offset + 8),
+    "zeroed-block": _zero_block,
+}
+
+
+@pytest.mark.parametrize("damage_name", sorted(MIDDLE_DAMAGES))
+@pytest.mark.parametrize("where", [0, 9, 20])
+def test_damage_before_valid_records_is_corruption(
+    tmp_path: Path, damage_name: str, where: int
+) -> None:
+    path = tmp_path / "raft.journal"
+    entries = make_entries(40)
+    journal = open_journal(path, entries)
+    offsets = list(journal._offsets)
+    journal._destroy()
+    data = bytearray(path.read_bytes())
+    size = offsets[where + 1] - offsets[where]
+    MIDDLE_DAMAGES[damage_name](data, offsets[where], size)
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(JournalCorrupted) as raised:
+        DurableJournal(str(path))
+    assert raised.value.path == str(path)
+    assert raised.value.offset == offsets[where]
+    assert f"{path} is corrupted at byte {offsets[where]}" in str(raised.value)
+    assert path.read_bytes() == bytes(data), "a refused load changed the file"
+
+
+def test_corruption_of_the_first_record_after_compaction_is_found(tmp_path: Path) -> None:
+    # No good record before the damage tells the index to expect after it.
+    path = tmp_path / "raft.journal"
+    journal = open_journal(path, make_entries(30, first=1_000_000, term=9))
+    journal._destroy()
+    data = bytearray(path.read_bytes())
+    data[len(MAGIC) + 2] ^= 0x40  # the first record's length
+    path.write_bytes(bytes(data))
+    with pytest.raises(JournalCorrupted) as raised:
+        read_entries(str(path))
+    assert raised.value.offset == len(MAGIC)
+
+
+def test_a_file_that_is_not_a_journal_is_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "raft.journal"
+    path.write_bytes(b"something else entirely")
+    with pytest.raises(JournalCorrupted, match="byte 0"):
+        DurableJournal(str(path))
+
+
+@pytest.mark.parametrize("filler", ["command", "text", "zeros", "random", "far-away-records"])
+def test_scanning_a_multi_megabyte_torn_record_is_cheap(
+    monkeypatch: pytest.MonkeyPatch, filler: str
+) -> None:
+    """Looking for valid records after a torn one costs no CRC per byte of it."""
+    entries = make_entries(50)
+    text = "lorem ipsum dolor sit amet, ünïcode ✓ " * 200_000
+    body = {
+        # what a journal entry holds: a pickled call with canonical JSON
+        "command": b"\x01" + pickle.dumps((0, (json.dumps({"text": text}),))),
+        "text": text.encode(),
+        "zeros": bytes(8_000_000),
+        "random": os.urandom(8_000_000),
+        # valid records, but of indexes that cannot follow entry 50 at their place
+        "far-away-records": b"".join(_encode(e) for e in make_entries(900, first=10**6)),
+    }[filler]
+    torn = _encode((body, 51, 1))[:-1]
+    data = MAGIC + b"".join(_encode(entry) for entry in entries) + torn
+    crcs: list[int] = []
+    real_crc32 = journal_module.zlib.crc32
+
+    def counting_crc32(data: bytes, value: int = 0) -> int:
+        crcs.append(len(data))
+        return real_crc32(data, value)
+
+    monkeypatch.setattr(journal_module.zlib, "crc32", counting_crc32)
+    scan = scan_journal(data)
+    assert scan.torn and scan.entries == entries
+    after_damage = crcs[len(entries) :]  # the torn record's own check, then the scan
+    assert len(after_damage) <= 3, f"{len(after_damage)} CRCs for one torn record"
+
+
+# --- --repair-journal -------------------------------------------------------------------
+
+
+def test_repair_keeps_an_identical_copy_then_truncates_at_the_damage(tmp_path: Path) -> None:
+    path = tmp_path / "raft.journal"
+    entries = make_entries(30)
+    journal = open_journal(path, entries)
+    journal.setRaftCommitIndex(30)
+    offset = journal._offsets[12]
+    journal._destroy()
+    data = bytearray(path.read_bytes())
+    data[offset + 30] ^= 0x01
+    path.write_bytes(bytes(data))
+
+    repair = repair_journal_file(str(path))
+    assert repair is not None
+    assert (repair.offset, repair.dropped_bytes) == (offset, len(data) - offset)
+    copies = list(tmp_path.glob("raft.journal.corrupt-*"))
+    assert [str(copy) for copy in copies] == [repair.quarantine]
+    assert copies[0].read_bytes() == bytes(data)
+    assert path.read_bytes() == bytes(data[:offset])
+    repaired = DurableJournal(str(path))
+    assert entries_of(repaired) == entries[:12]
+    # the stored commit index (30) pointed into what was cut
+    assert repaired.getRaftCommitIndex() == 12
+
+    assert repair_journal_file(str(path)) is None, "an intact journal needs no repair"
+    assert len(list(tmp_path.glob("raft.journal.corrupt-*"))) == 1
+
+
+def test_repair_leaves_a_torn_tail_to_the_normal_load(tmp_path: Path) -> None:
+    path = tmp_path / "raft.journal"
+    open_journal(path, make_entries(10))._destroy()
+    os.truncate(path, path.stat().st_size - 4)
+    assert repair_journal_file(str(path)) is None
+    assert not list(tmp_path.glob("*.corrupt-*"))
+    assert entries_of(DurableJournal(str(path))) == make_entries(9)
 
 
 # --- atomic compaction (deleteEntriesTo) -----------------------------------------

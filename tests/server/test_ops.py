@@ -1,14 +1,21 @@
-"""Health and Prometheus metrics."""
+"""Health, Prometheus metrics, and the command line (flags, variables, start failures)."""
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.server._api import Api, connect, metric_value, text_message
-from tests.support.server import ServerProcess
+from tests.support.server import REPO, ServerProcess, free_port
 
 METRIC_NAMES = [
     "fastpaca_http_requests_total",
@@ -127,3 +134,96 @@ def test_idempotent_replays_do_not_count_as_appended(api: Api) -> None:
     after = scrape(api)
     for name in ("fastpaca_appended_messages_total", "fastpaca_appended_tokens_total"):
         assert metric_value(after, name) == metric_value(before, name), name
+
+
+# --- the command line ------------------------------------------------------------------
+
+
+def _error_lines(output: str) -> list[str]:
+    assert "Traceback" not in output, output
+    return [line for line in output.splitlines() if line.startswith("fastpaca-server:")]
+
+
+def test_a_port_in_use_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = ServerProcess(tmp_path / "data")
+        server.port = taken.getsockname()[1]
+        started = time.monotonic()
+        status, output = server.run_to_exit(timeout=20)
+    assert status != 0
+    assert time.monotonic() - started < 10
+    assert _error_lines(output) == [
+        f"fastpaca-server: cannot listen on 127.0.0.1:{server.port}: address already in use"
+    ]
+
+
+def _help(env: dict[str, str]) -> dict[str, str]:
+    """``--help`` of a real process: each option's help text (whitespace normalised)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FASTPACA_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "fastpaca_server", "--help"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    options = result.stdout.split("options:", 1)[1]
+    blocks = re.split(r"\n(?=  -)", options.strip("\n"))
+    return {block.split()[0].rstrip(","): " ".join(block.split()) for block in blocks}
+
+
+def test_help_shows_every_default_and_never_the_api_key() -> None:
+    options = _help({"FASTPACA_API_KEY": "secret-value-1234", "FASTPACA_PORT": "4999"})
+    flags = sorted(options)
+    readme_flags = sorted(
+        set(re.findall(r"^\| `(--[a-z-]+)`", (REPO / "README.md").read_text(), re.MULTILINE))
+    )
+    assert flags == sorted(["-h", *readme_flags]), "README's configuration table differs"
+    for flag, text in options.items():
+        assert flag == "-h" or "(default: " in text, f"{flag} shows no default: {text}"
+    assert "secret-value-1234" not in " ".join(options.values())
+    assert "(default: set, from FASTPACA_API_KEY)" in options["--api-key"]
+    assert "(default: 4999, from FASTPACA_PORT)" in options["--port"]
+    assert "(default: off)" in options["--repair-journal"]
+
+    plain = _help({})
+    assert "(default: unset)" in plain["--api-key"]
+    assert "(default: 4000)" in plain["--port"]
+    assert "(default: ./data)" in plain["--data-dir"]
+
+
+def test_flags_win_over_variables_and_variables_still_work(tmp_path: Path) -> None:
+    variable_dir = tmp_path / "variable-data"
+    variable_port = free_port()
+    server = ServerProcess(
+        tmp_path / "data",
+        "--max-body-bytes",
+        "4096",
+        api_key="variable-key",  # FASTPACA_API_KEY, with no --api-key flag
+        env={
+            "FASTPACA_HOST": "203.0.113.7",  # not an address of this machine
+            "FASTPACA_PORT": str(variable_port),
+            "FASTPACA_DATA_DIR": str(variable_dir),
+            "FASTPACA_MAX_BODY_BYTES": "2048",
+        },
+    )
+    try:
+        server.start()
+        assert (tmp_path / "data" / "LOCK").exists()
+        assert not variable_dir.exists()
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{variable_port}/health/live", timeout=2)
+        with httpx.Client(base_url=server.url, timeout=10) as anonymous:
+            assert anonymous.get("/v1/contexts/flags").status_code == 401
+        with server.client() as client:
+            padding = {"token_budget": 1000, "metadata": {"padding": "x" * 3000}}
+            assert client.put("/v1/contexts/flags", json=padding).status_code == 200
+            padding["metadata"] = {"padding": "x" * 5000}
+            too_large = client.put("/v1/contexts/flags", json=padding)
+            assert too_large.status_code == 413
+            assert "4096" in too_large.json()["message"]
+    finally:
+        server.kill9()

@@ -24,21 +24,39 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """One ``fastpaca-server`` process (``python -m fastpaca_server``) on loopback."""
+    """One ``fastpaca-server`` process (``python -m fastpaca_server``) on loopback.
 
-    def __init__(self, data_dir: Path | str, *args: str, api_key: str | None = None) -> None:
+    ``env`` adds ``FASTPACA_*`` (or other) variables; the test's own
+    ``FASTPACA_*`` variables are never passed on.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *args: str,
+        api_key: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.args = list(args)
         self.api_key = api_key
+        self.env = dict(env or {})
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
+        self._log_start = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def launch(self) -> ServerProcess:
+        """Start the process and return at once (not waiting for it to listen)."""
         command = [
             sys.executable,
             "-m",
@@ -54,11 +72,34 @@ class ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FASTPACA_")}
         if self.api_key:
             env["FASTPACA_API_KEY"] = self.api_key
+        env.update(self.env)
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self._log_start = log.tell()
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
-        self.wait_ready(timeout)
         return self
+
+    def run_to_exit(self, timeout: float = 30.0) -> tuple[int, str]:
+        """Start a process that is expected to stop by itself: its status and output."""
+        self.launch()
+        assert self.process is not None
+        try:
+            status = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+            raise AssertionError(
+                f"the server did not exit within {timeout}s: {self.log()}"
+            ) from None
+        return status, self.output()
+
+    def output(self) -> str:
+        """Everything the latest process printed (stdout and stderr)."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_start)
+                return log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -1,60 +1,137 @@
-"""``fastpaca-server``: run one node. Every flag also reads a ``FASTPACA_*`` variable."""
+"""``fastpaca-server``: run one node. Every flag also reads a ``FASTPACA_*`` variable.
+
+A flag wins over its variable. Start-up: lock the data directory, listen,
+then open and replay the store in the background (``/v1`` answers 503
+``not_ready`` until it is done). Anything that stops the node at start (the
+data directory in use, a port in use, a corrupted journal or snapshot) ends
+the process with one ``fastpaca-server: …`` line on stderr and status 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
-from collections.abc import Sequence
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from aiohttp import web
 
 from .api import create_app
+from .api.keys import STORE
 from .config import DEFAULT_MAX_BODY_BYTES, ServerConfig
+from .replication import DataDirectoryError, JournalCorrupted
+
+PROG = "fastpaca-server"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
 
 
-def _env(name: str, default: str | None) -> str | None:
-    return os.environ.get(f"FASTPACA_{name}", default)
+def _variable(name: str) -> str:
+    return f"FASTPACA_{name}"
+
+
+def _add(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    name: str,
+    default: str | None,
+    meaning: str,
+    convert: Callable[[str], Any] = str,
+    *,
+    secret: bool = False,
+) -> None:
+    """A flag whose default comes from ``FASTPACA_<name>``, else ``default``.
+
+    The help shows the default in effect, and where it comes from; a secret
+    shows only whether it is set.
+    """
+    variable = _variable(name)
+    value = os.environ.get(variable, default)
+    origin = f", from {variable}" if variable in os.environ else ""
+    shown = (f"set{origin}" if value else "unset") if secret else f"{value}{origin}"
+    parser.add_argument(
+        flag,
+        type=convert,
+        default=value,  # a string default goes through ``convert`` too
+        help=f"{meaning} [{variable}] (default: {shown})".replace("%", "%%"),
+    )
+
+
+def _flag(text: str) -> bool:
+    if text.strip().lower() in _TRUE:
+        return True
+    if text.strip().lower() in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected 1/0, true/false, yes/no or on/off, not {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Fastpaca: message logs and token-budgeted LLM windows over REST. "
+        "Every flag can also be set with the FASTPACA_* variable named beside it; "
+        "a flag wins over its variable.",
+    )
+    _add(parser, "--host", "HOST", "127.0.0.1", "address to listen on")
+    _add(parser, "--port", "PORT", "4000", "port to listen on", int)
+    _add(parser, "--data-dir", "DATA_DIR", "./data", "journal and snapshots (one process each)")
+    _add(
+        parser,
+        "--api-key",
+        "API_KEY",
+        None,
+        "require 'Authorization: Bearer KEY' on /v1 routes",
+        secret=True,
+    )
+    _add(
+        parser,
+        "--max-body-bytes",
+        "MAX_BODY_BYTES",
+        str(DEFAULT_MAX_BODY_BYTES),
+        "larger request bodies get 413",
+        int,
+    )
+    _add(
+        parser,
+        "--log-compaction-entries",
+        "LOG_COMPACTION_ENTRIES",
+        "100000",
+        "snapshot and compact the Raft journal past this many entries",
+        int,
+    )
+    _add(
+        parser,
+        "--submit-timeout",
+        "SUBMIT_TIMEOUT",
+        "10",
+        "seconds to wait for a write to commit before answering 503",
+        float,
+    )
+    variable = _variable("REPAIR_JOURNAL")
+    try:
+        repair = _flag(os.environ.get(variable, "0"))
+    except argparse.ArgumentTypeError as error:
+        parser.error(f"{variable}: {error}")
+    origin = f", from {variable}" if variable in os.environ else ""
+    parser.add_argument(
+        "--repair-journal",
+        action=argparse.BooleanOptionalAction,
+        default=repair,
+        help="if the journal is corrupted (damage with valid records after it), copy it to "
+        "raft.journal.corrupt-<unix time> beside it, cut it at the damage and start; "
+        f"without this the node refuses to start [{variable}=1] "
+        f"(default: {'on' if repair else 'off'}{origin})",
+    )
+    return parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
-    parser = argparse.ArgumentParser(
-        prog="fastpaca-server",
-        description="Fastpaca: message logs and token-budgeted LLM windows over REST.",
-    )
-    parser.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="[FASTPACA_HOST]")
-    parser.add_argument(
-        "--port", type=int, default=int(_env("PORT", "4000") or 4000), help="[FASTPACA_PORT]"
-    )
-    parser.add_argument(
-        "--data-dir",
-        default=_env("DATA_DIR", "./data"),
-        help="journal and snapshots [FASTPACA_DATA_DIR]",
-    )
-    parser.add_argument(
-        "--api-key",
-        default=_env("API_KEY", None),
-        help="require 'Authorization: Bearer KEY' on /v1 routes [FASTPACA_API_KEY]",
-    )
-    parser.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=int(_env("MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES)) or 0),
-        help="larger request bodies get 413 [FASTPACA_MAX_BODY_BYTES]",
-    )
-    parser.add_argument(
-        "--log-compaction-entries",
-        type=int,
-        default=int(_env("LOG_COMPACTION_ENTRIES", "100000") or 0),
-        help="snapshot and compact the Raft journal past this many entries "
-        "[FASTPACA_LOG_COMPACTION_ENTRIES]",
-    )
-    parser.add_argument(
-        "--submit-timeout",
-        type=float,
-        default=float(_env("SUBMIT_TIMEOUT", "10") or 10),
-        help="seconds to wait for a write to commit before answering 503 [FASTPACA_SUBMIT_TIMEOUT]",
-    )
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.max_body_bytes < 1024 or args.log_compaction_entries < 2 or args.submit_timeout <= 0:
         parser.error(
@@ -68,20 +145,75 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         max_body_bytes=args.max_body_bytes,
         log_compaction_entries=args.log_compaction_entries,
         submit_timeout=args.submit_timeout,
+        repair_journal=args.repair_journal,
     )
+
+
+def _refuse(message: str) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+    return 1
+
+
+def _start_failure(error: BaseException) -> str:
+    """The one line that says why the node could not start."""
+    if isinstance(error, JournalCorrupted):
+        return (
+            f"{error}. Nothing was changed. To keep the records before byte {error.offset} "
+            "and drop the rest, start with --repair-journal (a copy of the damaged journal "
+            "is kept beside it)"
+        )
+    if isinstance(error, DataDirectoryError):
+        return f"{error}. Nothing was changed"
+    return f"cannot open the data directory: {type(error).__name__}: {error}"
+
+
+def _listen_failure(config: ServerConfig, error: OSError) -> str:
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    if isinstance(error, socket.gaierror) or not error.errno:
+        reason = error.strerror or str(error)
+    else:
+        reason = os.strerror(error.errno)
+    reason = reason[:1].lower() + reason[1:]
+    return f"cannot listen on {host}:{config.port}: {reason}"
+
+
+async def serve(config: ServerConfig) -> int:
+    """Run the server until SIGINT/SIGTERM (status 0) or a start failure (status 1)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None)
+    try:
+        try:
+            await runner.setup()  # locks the data directory, starts opening the store
+        except DataDirectoryError as error:
+            return _refuse(str(error))
+        site = web.TCPSite(runner, config.host, config.port)
+        try:
+            await site.start()
+        except OSError as error:
+            return _refuse(_listen_failure(config, error))
+        print(
+            f"fastpaca listening on http://{config.host}:{config.port} "
+            f"(data in {os.path.abspath(config.data_dir)})",
+            flush=True,
+        )
+        opened = app[STORE].task
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({opened, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        failure = opened.exception() if opened.done() and not opened.cancelled() else None
+        if failure is not None:
+            stopping.cancel()
+            return _refuse(_start_failure(failure))
+        await stopping
+        return 0
+    finally:
+        await runner.cleanup()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     config = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    web.run_app(
-        create_app(config),
-        host=config.host,
-        port=config.port,
-        print=lambda _: print(
-            f"fastpaca listening on http://{config.host}:{config.port} "
-            f"(data in {os.path.abspath(config.data_dir)})",
-            flush=True,
-        ),
-        access_log=None,
-    )
+    sys.exit(asyncio.run(serve(config)))

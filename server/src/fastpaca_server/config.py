@@ -16,3 +16,4 @@ class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_compaction_entries: int = 100_000
     submit_timeout: float = 10.0
+    repair_journal: bool = False

@@ -1,8 +1,14 @@
-"""``create_app(config)``: the one place where the server is wired together."""
+"""``create_app(config)``: the one place where the server is wired together.
+
+Start-up order (``cleanup_ctx`` runs in order; the CLI binds the port right
+after the app's startup): lock the data directory, start opening the store
+in the background, listen. Until the store is open and its journal replayed,
+``/health/live`` and ``/metrics`` answer, ``/health/ready`` and every ``/v1``
+route answer 503 ``not_ready``.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 from collections.abc import AsyncIterator
 
@@ -10,11 +16,25 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from ..config import ServerConfig
-from ..replication import ReplicatedStore
+from ..replication import DataDirectoryLock
 from .errors import Handler, error_middleware, error_response
 from .keys import CONFIG, METRICS, STORE
 from .metrics import Metrics
 from .routes import routes
+from .startup import NotReady, StoreStartup
+
+
+def _is_api_path(path: str) -> bool:
+    return path.startswith("/v1/") or path == "/v1"
+
+
+def _header_bytes(value: str) -> bytes:
+    """A header value as bytes: bytes that were not UTF-8 (kept by aiohttp as
+    surrogate escapes) come back as sent, and simply do not match a key."""
+    try:
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return b""
 
 
 def auth_middleware(api_key: str) -> Middleware:
@@ -23,9 +43,9 @@ def auth_middleware(api_key: str) -> Middleware:
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/v1/") or request.path == "/v1":
+        if _is_api_path(request.path):
             scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-            valid = hmac.compare_digest(token.strip().encode(), expected)
+            valid = hmac.compare_digest(_header_bytes(token.strip()), expected)
             if scheme.lower() != "bearer" or not valid:
                 return error_response(
                     401,
@@ -38,31 +58,46 @@ def auth_middleware(api_key: str) -> Middleware:
     return check
 
 
+def readiness_middleware(startup: StoreStartup) -> Middleware:
+    """No ``/v1`` route answers before the node has replayed its state (503 ``not_ready``)."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if _is_api_path(request.path) and not startup.ready:
+            raise NotReady()
+        return await handler(request)
+
+    return check
+
+
+async def _data_dir_lock(app: web.Application) -> AsyncIterator[None]:
+    # Before anything opens the journal: one process per data directory.
+    lock = DataDirectoryLock.acquire(app[CONFIG].data_dir)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    loop = asyncio.get_running_loop()
-    store = await loop.run_in_executor(
-        None,
-        lambda: ReplicatedStore(
-            config.data_dir,
-            log_compaction_entries=config.log_compaction_entries,
-            submit_timeout=config.submit_timeout,
-        ),
-    )
-    app[STORE] = store
-    await store.wait_ready()
+    startup = app[STORE]
+    startup.start()
     yield
-    await loop.run_in_executor(None, store.close)
+    await startup.close()
 
 
 def create_app(config: ServerConfig) -> web.Application:
     metrics = Metrics()
+    startup = StoreStartup(config)
     middlewares: list[Middleware] = [metrics.middleware(), error_middleware]
     if config.api_key:
         middlewares.append(auth_middleware(config.api_key))
+    middlewares.append(readiness_middleware(startup))
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=middlewares)
     app[CONFIG] = config
     app[METRICS] = metrics
+    app[STORE] = startup
     app.add_routes(routes)
+    app.cleanup_ctx.append(_data_dir_lock)
     app.cleanup_ctx.append(_store_context)
     return app

@@ -2,7 +2,8 @@
 
 ``{"error": "<code>", "message": "<human sentence>"}`` with the status of the
 domain error (:mod:`fastpaca_server.core.errors`), of the replication layer
-(503) or of aiohttp itself (404 for unknown paths, 405, 413 for big bodies).
+(503 ``unavailable``), of a node that is still starting (503 ``not_ready``)
+or of aiohttp itself (404 for unknown paths, 405, 413 for big bodies).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from ..core import DomainError
 from ..replication import ReplicationError
+from .startup import NotReady
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(error.status, error.code, error.message)
     except ReplicationError as error:
         return error_response(503, "unavailable", error.message, {"Retry-After": "1"})
+    except NotReady as error:
+        return error_response(503, "not_ready", error.message, {"Retry-After": "1"})
     except web.HTTPRequestEntityTooLarge:
         limit = request.app._client_max_size
         return error_response(

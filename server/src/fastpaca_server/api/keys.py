@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..config import ServerConfig
-from ..replication import ReplicatedStore
 from .metrics import Metrics
+from .startup import StoreStartup
 
 CONFIG = web.AppKey("config", ServerConfig)
-STORE = web.AppKey("store", ReplicatedStore)
+STORE = web.AppKey("store", StoreStartup)
 METRICS = web.AppKey("metrics", Metrics)

@@ -1,6 +1,17 @@
 """Replication: pysyncobj Raft made durable, in front of the core state machine."""
 
-from .journal import DurableJournal
+from .data_dir import DataDirectoryError, DataDirectoryInUse, DataDirectoryLock
+from .journal import DurableJournal, JournalCorrupted
 from .node import ReplicatedStore, ReplicationError
+from .snapshot import SnapshotCorrupted
 
-__all__ = ["DurableJournal", "ReplicatedStore", "ReplicationError"]
+__all__ = [
+    "DataDirectoryError",
+    "DataDirectoryInUse",
+    "DataDirectoryLock",
+    "DurableJournal",
+    "JournalCorrupted",
+    "ReplicatedStore",
+    "ReplicationError",
+    "SnapshotCorrupted",
+]

@@ -1,4 +1,4 @@
-"""A durable Raft journal for pysyncobj (closes gaps 1-4 of PYSYNCOBJ.md).
+"""A durable Raft journal for pysyncobj (closes the journal gaps listed in docs/architecture.md).
 
 pysyncobj's ``FileJournal`` writes into an mmap that is never flushed before
 an acknowledgement and compacts by rewriting the file in place. This journal:
@@ -11,7 +11,13 @@ an acknowledgement and compacts by rewriting the file in place. This journal:
 * compacts (:meth:`deleteEntriesTo`) by writing the kept entries to a new
   file, ``fsync``, ``rename`` over the old one and ``fsync`` of the directory,
   so a kill -9 at any moment leaves either the old or the new journal;
-* truncates a torn tail record on load (a crash in the middle of a write);
+* truncates a torn last record on load (a crash in the middle of a write),
+  and only that: a damaged record with a valid record anywhere after it is
+  corruption, not a torn write, and loading stops with
+  :class:`JournalCorrupted` (file and byte offset) instead of dropping the
+  records after it. :func:`repair_journal_file` is the explicit way out: it
+  keeps a byte-identical copy of the damaged file beside it, then truncates
+  at the damage;
 * stores term and vote with fsync + rename + directory fsync before returning.
 
 It is installed as ``pysyncobj.syncobj.createJournal`` by
@@ -21,17 +27,77 @@ It is installed as ``pysyncobj.syncobj.createJournal`` by
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import struct
+import time
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 from pysyncobj.journal import Journal
+
+from .data_dir import DataDirectoryError
+
+logger = logging.getLogger(__name__)
 
 MAGIC = b"FPJOURNAL1\n"
 _HEADER = struct.Struct("<IIQQ")  # payload length, crc32, index, term
 
 Entry = tuple[bytes, int, int]
+
+# Where a record header could start after a damaged record: an index field
+# (header offset 8) in 1 .. 2**48 - 1 followed by a term below 2**32. Found by
+# the regex engine, so scanning a multi-megabyte torn record costs no Python
+# work per byte (text has no zero bytes, zero-filled blocks have no index);
+# only the few candidates it finds are checked further, and a CRC is computed
+# only for those whose index, term and length are possible at that place.
+_CANDIDATE_INDEX = re.compile(rb"(?=(?!\x00{6}).{6}\x00\x00.{4}\x00{4})", re.DOTALL)
+_INDEX_FIELD = 8
+
+
+class JournalCorrupted(DataDirectoryError):
+    """A damaged journal record with a valid record after it: not a torn write.
+
+    ``path`` is the journal file, ``offset`` the byte where the damaged record
+    starts. Nothing has been changed on disk.
+    """
+
+    def __init__(self, path: str, offset: int, reason: str, valid_after: int | None) -> None:
+        after = f"a valid record follows at byte {valid_after}" if valid_after is not None else ""
+        super().__init__(
+            f"journal {path} is corrupted at byte {offset} ({reason})"
+            + (f"; {after}, so this is not a torn last write" if after else "")
+        )
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+        self.valid_after = valid_after
+
+
+@dataclass(frozen=True)
+class JournalScan:
+    """What is in a journal file: the valid records up to the first damage, if any."""
+
+    entries: list[Entry]
+    offsets: list[int]
+    end: int  # end of the last valid record before the damage (the file size if none)
+    size: int
+    damage: str | None = None  # why the bytes at ``end`` are bad
+    valid_after: int | None = None  # offset of a valid record after the damage
+    torn: bool = False  # the damage is a torn last record (no valid record after it)
+
+
+@dataclass(frozen=True)
+class JournalRepair:
+    """What :func:`repair_journal_file` did."""
+
+    path: str
+    quarantine: str
+    offset: int
+    dropped_bytes: int
+    reason: str
 
 
 def fsync_directory(path: str) -> None:
@@ -60,25 +126,110 @@ def _encode(entry: Entry) -> bytes:
     return _HEADER.pack(len(payload), crc, index, term) + payload
 
 
-def read_entries(path: str) -> tuple[list[Entry], list[int], int]:
-    """Entries of a journal file, their offsets, and the end of the last valid record."""
-    with open(path, "rb") as handle:
-        data = handle.read()
+def scan_journal(data: bytes) -> JournalScan:
+    """Parse a journal file's bytes up to the first bad record and classify the damage."""
     if not data.startswith(MAGIC):
-        raise ValueError(f"{path} is not a Fastpaca journal")
+        return JournalScan([], [], 0, len(data), "not a Fastpaca journal header")
     entries: list[Entry] = []
     offsets: list[int] = []
     offset = len(MAGIC)
-    while offset + _HEADER.size <= len(data):
+    size = len(data)
+    while offset < size:
+        if offset + _HEADER.size > size:
+            damage = "record header cut short"
+            break
         length, crc, index, term = _HEADER.unpack_from(data, offset)
         start = offset + _HEADER.size
+        if start + length > size:
+            damage = "record runs past the end of the file"
+            break
         payload = data[start : start + length]
-        if len(payload) < length or zlib.crc32(struct.pack("<QQ", index, term) + payload) != crc:
-            break  # a torn tail: the record was being written when the process died
+        if zlib.crc32(struct.pack("<QQ", index, term) + payload) != crc:
+            damage = "checksum mismatch"
+            break
         entries.append((payload, index, term))
         offsets.append(offset)
         offset = start + length
-    return entries, offsets, offset
+    else:
+        return JournalScan(entries, offsets, offset, size)
+    valid_after = _find_valid_record(data, offset, entries[-1] if entries else None)
+    return JournalScan(entries, offsets, offset, size, damage, valid_after, valid_after is None)
+
+
+def _find_valid_record(data: bytes, bad: int, last: Entry | None) -> int | None:
+    """Offset of a valid record after the bad one at ``bad``, if there is one.
+
+    Raft journals hold consecutive indexes with non-decreasing terms, and a
+    record takes at least a header's bytes, so a valid record at ``p`` after
+    the last good entry ``last`` has an index in ``last + 1 ..
+    last + 1 + (p - bad) // header size`` and a term no lower than ``last``'s.
+    """
+    size = len(data)
+    for match in _CANDIDATE_INDEX.finditer(data, bad + 1 + _INDEX_FIELD):
+        position = match.start() - _INDEX_FIELD
+        length, crc, index, term = _HEADER.unpack_from(data, position)
+        if last is not None:
+            if not last[1] < index <= last[1] + 1 + (position - bad) // _HEADER.size:
+                continue
+            if term < last[2]:
+                continue
+        start = position + _HEADER.size
+        if start + length > size:
+            continue
+        if zlib.crc32(struct.pack("<QQ", index, term) + data[start : start + length]) == crc:
+            return position
+    return None
+
+
+def read_entries(path: str) -> tuple[list[Entry], list[int], int]:
+    """Entries of a journal file, their offsets, and the end of the last valid record.
+
+    A torn last record is left out (the end is where it starts); any other
+    damage raises :class:`JournalCorrupted`.
+    """
+    with open(path, "rb") as handle:
+        scan = scan_journal(handle.read())
+    if scan.damage is not None and not scan.torn:
+        raise JournalCorrupted(path, scan.end, scan.damage, scan.valid_after)
+    return scan.entries, scan.offsets, scan.end
+
+
+def repair_journal_file(path: str) -> JournalRepair | None:
+    """Truncate a corrupted journal at its first damaged record, keeping a copy first.
+
+    The damaged file is copied byte for byte to ``<path>.corrupt-<unix time>``
+    (fsync'd, directory fsync'd) before anything is cut. Returns ``None`` when
+    there is nothing to repair (a torn last record is repaired on every load).
+    """
+    with open(path, "rb") as handle:
+        data = handle.read()
+    scan = scan_journal(data)
+    if scan.damage is None or scan.torn:
+        return None
+    quarantine = f"{path}.corrupt-{int(time.time())}"
+    suffix = 1
+    while os.path.exists(quarantine):
+        quarantine = f"{path}.corrupt-{int(time.time())}-{suffix}"
+        suffix += 1
+    write_file_durably(quarantine, data)
+    if scan.end < len(MAGIC):
+        write_file_durably(path, MAGIC)
+    else:
+        with open(path, "r+b") as handle:
+            handle.truncate(scan.end)
+            os.fsync(handle.fileno())
+    repair = JournalRepair(path, quarantine, scan.end, len(data) - scan.end, scan.damage)
+    logger.warning(
+        "repaired journal %s: dropped %d bytes from byte %d on (%s; %d valid records kept); "
+        "the damaged journal is kept as %s",
+        path,
+        repair.dropped_bytes,
+        repair.offset,
+        repair.reason,
+        len(scan.entries),
+        quarantine,
+    )
+    return repair
 
 
 class DurableJournal(Journal):  # type: ignore[misc]
@@ -91,6 +242,14 @@ class DurableJournal(Journal):  # type: ignore[misc]
             write_file_durably(path, MAGIC)
         self._entries, self._offsets, end = read_entries(path)
         self._handle = open(path, "r+b")  # noqa: SIM115 - kept open for the journal's life
+        size = self._handle.seek(0, os.SEEK_END)
+        if size > end:
+            logger.info(
+                "journal %s: dropped a torn last record (%d bytes at byte %d)",
+                path,
+                size - end,
+                end,
+            )
         self._handle.truncate(end)
         self._handle.seek(end)
         self._end = end
@@ -154,7 +313,11 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self._meta_dirty = True
 
     def getRaftCommitIndex(self) -> int:
-        return int(self._meta.get("raftCommitIndex", 1))
+        # Never past the last entry: after a --repair-journal the stored index
+        # can point into what was cut, and pysyncobj would then apply (and
+        # acknowledge) new entries without committing, so without a flush.
+        stored = int(self._meta.get("raftCommitIndex", 1))
+        return min(stored, self._entries[-1][1]) if self._entries else stored
 
     def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
         self._meta["currentTerm"] = term

@@ -6,11 +6,14 @@ result or its :class:`~fastpaca_server.core.DomainError`. Reads go to the
 local state machine under a lock. A single node is a one-member cluster on
 the same code path.
 
-What we add to pysyncobj (see ``../shared/PYSYNCOBJ.md``):
+What we add to pysyncobj (docs/architecture.md lists the gaps they close):
 
 * :class:`DurableJournal` installed as ``pysyncobj.syncobj.createJournal``
-  (flush before acknowledging, atomic compaction, torn-tail repair);
-* our own snapshot serializer (:mod:`.snapshot`), always with a journal;
+  (flush before acknowledging, atomic compaction, torn-tail repair, and a
+  :class:`~.journal.JournalCorrupted` stop for any other damage);
+* our own snapshot serializer (:mod:`.snapshot`), always with a journal; the
+  snapshot is read and checked before pysyncobj starts, so a damaged one
+  stops the constructor with :class:`~.snapshot.SnapshotCorrupted`;
 * ``_SyncObj__loadDumpFile`` overridden so a restart with a snapshot newer
   than the journal start keeps every journal entry after the snapshot point
   (Raft §7) instead of only two.
@@ -34,7 +37,7 @@ from pysyncobj.transport import Transport
 
 from ..core import Command, DomainError, StateMachine, command_from_json, command_to_json
 from .bridge import settle_from_thread
-from .journal import DurableJournal
+from .journal import DurableJournal, repair_journal_file
 from .snapshot import SnapshotStore
 
 logger = logging.getLogger(__name__)
@@ -122,8 +125,13 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
                 self._SyncObj__raftCommitIndex = log_end
             journal.setRaftCommitIndex(self._SyncObj__raftCommitIndex)
             self._SyncObj__onSetCodeVersion(0)
-        except Exception:
+        except Exception as error:
+            # The snapshot was checked before the node started, so this is a
+            # bug or a disk failure since. Stop instead of running without
+            # the state (the tick would otherwise retry this forever).
             logger.exception("failed to load the snapshot")
+            self._store._fail(error)
+            self.destroy()
             raise
 
 
@@ -147,18 +155,36 @@ class ReplicatedStore:
         log_compaction_entries: int = 100_000,
         log_compaction_seconds: float = 3600.0,
         submit_timeout: float = 10.0,
+        repair_journal: bool = False,
     ) -> None:
+        """Open the journal and snapshot of ``data_dir`` and start the Raft thread.
+
+        Replaying the journal happens on the Raft thread afterwards: see
+        :attr:`ready` and :meth:`wait_ready`. Raises
+        :class:`~.journal.JournalCorrupted` or :class:`~.snapshot.SnapshotCorrupted`
+        (nothing on disk changed) unless the node can start. With
+        ``repair_journal``, a corrupted journal is first copied to a
+        quarantine file beside it and truncated at the damage.
+        """
         os.makedirs(data_dir, exist_ok=True)
         self.data_dir = data_dir
         self.submit_timeout = submit_timeout
         self._machine = StateMachine()
         self._lock = threading.RLock()
         self._ready = threading.Event()
+        self._waiters_lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = []
+        self._settled = False
+        self._failure: BaseException | None = None
+        journal_path = os.path.join(data_dir, JOURNAL_FILE)
+        if repair_journal and os.path.exists(journal_path):
+            repair_journal_file(journal_path)
         self.snapshots = SnapshotStore(
             os.path.join(data_dir, SNAPSHOT_FILE), self._current_state, self._install_state
         )
+        self.snapshots.load()
         conf = SyncObjConf(
-            journalFile=os.path.join(data_dir, JOURNAL_FILE),
+            journalFile=journal_path,
             fullDumpFile=self.snapshots.path,
             serializer=self.snapshots.serialize,
             deserializer=self.snapshots.deserialize,
@@ -168,7 +194,7 @@ class ReplicatedStore:
             logCompactionSplit=False,
             appendEntriesUseBatch=False,
             dynamicMembershipChange=False,
-            onReady=self._ready.set,
+            onReady=self._on_ready,
         )
         self._node = _RaftNode(self, conf)
 
@@ -176,11 +202,50 @@ class ReplicatedStore:
 
     @property
     def ready(self) -> bool:
-        """True once the node leads and has applied everything it committed."""
+        """True once the node leads and has applied everything it committed.
+
+        pysyncobj's ``onReady`` fires on the Raft thread, once, at the end of
+        the first tick in which the node's last applied index equals the
+        leader's commit index. Only a leader (or a follower that heard from
+        one) knows that index, and a new leader commits a no-op of its own
+        term first, so for our one-member group it means: leader, and every
+        journal entry replayed.
+        """
         return self._ready.is_set() and bool(self._node._isLeader())
 
-    async def wait_ready(self, timeout: float = 30.0) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._ready.wait, timeout)
+    async def wait_ready(self, timeout: float | None = 30.0) -> None:
+        """Wait until :attr:`ready` (no time limit with ``None``).
+
+        Raises :class:`TimeoutError` if that takes longer than ``timeout``, and
+        the error that stopped the node if it could not start.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        with self._waiters_lock:
+            if self._settled:
+                future.set_result((None, self._failure))
+            else:
+                self._waiters.append((loop, future))
+        _, failure = await asyncio.wait_for(future, timeout)
+        if failure is not None:
+            raise failure
+
+    def _on_ready(self) -> None:
+        self._ready.set()
+        self._settle(None)
+
+    def _fail(self, error: BaseException) -> None:
+        self._settle(error)
+
+    def _settle(self, failure: BaseException | None) -> None:
+        with self._waiters_lock:
+            if self._settled:
+                return
+            self._settled = True
+            self._failure = failure
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            settle_from_thread(loop, future, None, failure)
 
     def close(self) -> None:
         self._node.destroy()

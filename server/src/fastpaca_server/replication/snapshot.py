@@ -6,6 +6,11 @@ canonical state bytes plus the two Raft entries pysyncobj needs to resume.
 The file is fsync'd; the checker reports success only after the directory
 holding the renamed file is fsync'd too, so pysyncobj deletes journal entries
 only once the snapshot that covers them is on stable storage.
+
+On start, :meth:`SnapshotStore.load` reads and checks the snapshot before
+pysyncobj runs (a damaged one raises :class:`SnapshotCorrupted`, a one-line
+error, instead of failing on pysyncobj's thread); pysyncobj's first call to
+``deserialize`` then gets the state already decoded.
 """
 
 from __future__ import annotations
@@ -21,10 +26,23 @@ from typing import Any
 from pysyncobj.config import SERIALIZER_STATE
 
 from ..core import StateMachine
+from .data_dir import DataDirectoryError
 from .journal import fsync_directory
 
 MAGIC = b"FPSNAP1\n"
 _LENGTHS = struct.Struct("<QQI")  # raft part length, state length, crc32 of both
+
+
+class SnapshotCorrupted(DataDirectoryError, ValueError):
+    """The snapshot file does not check out (header, lengths, checksum or contents)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"snapshot {path} is damaged ({reason})")
+        self.path = path
+        self.reason = reason
+
+
+Decoded = tuple[tuple[Any, ...], StateMachine]
 
 
 class SnapshotStore:
@@ -42,7 +60,19 @@ class SnapshotStore:
         self._status = SERIALIZER_STATE.NOT_SERIALIZING
         self._tmp_path: str | None = None
         self._lock = threading.Lock()
+        self._loaded: Decoded | None = None
         self.snapshots_written = 0
+
+    def load(self) -> bool:
+        """Read and check the snapshot, if there is one, for pysyncobj to install.
+
+        Raises :class:`SnapshotCorrupted` if it is damaged. Returns whether
+        there is a snapshot.
+        """
+        if not os.path.exists(self.path):
+            return False
+        self._loaded = _decode(self.path)
+        return True
 
     def serialize(self, tmp_path: str, raft_data: Any) -> None:
         """pysyncobj ``serializer``: runs on the Raft thread, which is the only writer."""
@@ -83,16 +113,33 @@ class SnapshotStore:
 
     def deserialize(self, path: str) -> tuple[Any, ...]:
         """pysyncobj ``deserializer``: install the state, return the Raft entries."""
-        with open(path, "rb") as handle:
-            data = handle.read()
-        if not data.startswith(MAGIC):
-            raise ValueError(f"{path} is not a Fastpaca snapshot")
-        raft_length, state_length, crc = _LENGTHS.unpack_from(data, len(MAGIC))
-        start = len(MAGIC) + _LENGTHS.size
-        raft_part = data[start : start + raft_length]
-        state_part = data[start + raft_length : start + raft_length + state_length]
-        if len(state_part) != state_length or zlib.crc32(raft_part + state_part) != crc:
-            raise ValueError(f"{path} is damaged")
-        self._install(StateMachine.from_bytes(state_part))
-        raft_data: tuple[Any, ...] = pickle.loads(raft_part)
+        decoded, self._loaded = self._loaded, None
+        if decoded is None or path != self.path:
+            decoded = _decode(path)
+        raft_data, machine = decoded
+        self._install(machine)
         return raft_data
+
+
+def _decode(path: str) -> Decoded:
+    """The Raft entries and the state machine of a snapshot file."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if not data.startswith(MAGIC):
+        raise SnapshotCorrupted(path, "not a Fastpaca snapshot header")
+    if len(data) < len(MAGIC) + _LENGTHS.size:
+        raise SnapshotCorrupted(path, "cut short")
+    raft_length, state_length, crc = _LENGTHS.unpack_from(data, len(MAGIC))
+    start = len(MAGIC) + _LENGTHS.size
+    raft_part = data[start : start + raft_length]
+    state_part = data[start + raft_length : start + raft_length + state_length]
+    if len(raft_part) != raft_length or len(state_part) != state_length:
+        raise SnapshotCorrupted(path, "cut short")
+    if zlib.crc32(raft_part + state_part) != crc:
+        raise SnapshotCorrupted(path, "checksum mismatch")
+    try:
+        raft_data: tuple[Any, ...] = pickle.loads(raft_part)
+        machine = StateMachine.from_bytes(state_part)
+    except Exception as error:  # a checksum-valid file this version cannot read
+        raise SnapshotCorrupted(path, f"unreadable: {type(error).__name__}: {error}") from error
+    return raft_data, machine

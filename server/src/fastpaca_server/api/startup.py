@@ -1,0 +1,100 @@
+"""The app's store, opened in the background while the server already listens.
+
+Opening a data directory reads the journal and snapshot; replaying the
+journal then runs on pysyncobj's thread and can take minutes for a large
+journal. :class:`StoreStartup` starts both without holding up the listening
+socket, and is what the rest of the app asks: the readiness middleware and
+``/health/ready`` read :attr:`~StoreStartup.ready`, handlers call
+:meth:`~StoreStartup.get`, and the CLI watches :attr:`~StoreStartup.task`
+so that a store that cannot open (a corrupted journal, a damaged snapshot)
+ends the process instead of leaving it answering 503 forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from ..config import ServerConfig
+from ..replication import ReplicatedStore
+
+logger = logging.getLogger(__name__)
+
+
+class NotReady(Exception):
+    """The node has not replayed its state yet (HTTP 503 ``not_ready``)."""
+
+    message = (
+        "The node is starting: it is replaying its journal or has not become leader of its "
+        "group yet. Retry after the Retry-After seconds."
+    )
+
+
+class StoreStartup:
+    """Opens the :class:`ReplicatedStore` of ``config`` in the background and holds it."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self._config = config
+        self._store: ReplicatedStore | None = None
+        self._constructing: asyncio.Future[ReplicatedStore] | None = None
+        self._task: asyncio.Task[ReplicatedStore] | None = None
+
+    @property
+    def task(self) -> asyncio.Task[ReplicatedStore]:
+        """Finishes with the store once it is ready, or with the error that stopped it."""
+        if self._task is None:
+            raise RuntimeError("the store has not been started")
+        return self._task
+
+    @property
+    def ready(self) -> bool:
+        """The store is open, its journal replayed, and the node leads its group."""
+        return self._store is not None and self._store.ready
+
+    def get(self) -> ReplicatedStore:
+        """The store, or :class:`NotReady` until :attr:`ready`."""
+        if self._store is None or not self._store.ready:
+            raise NotReady()
+        return self._store
+
+    def start(self) -> None:
+        """Begin opening the store (returns at once)."""
+        self._task = asyncio.create_task(self._open(), name="open the store")
+
+    async def _open(self) -> ReplicatedStore:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        config = self._config
+        self._constructing = loop.run_in_executor(
+            None,
+            lambda: ReplicatedStore(
+                config.data_dir,
+                log_compaction_entries=config.log_compaction_entries,
+                submit_timeout=config.submit_timeout,
+                repair_journal=config.repair_journal,
+            ),
+        )
+        # Shielded: cancelling startup must not lose a store that is being built.
+        store = self._store = await asyncio.shield(self._constructing)
+        logger.info(
+            "opened %s (%d journal entries); replaying", config.data_dir, len(store.journal)
+        )
+        await store.wait_ready(timeout=None)
+        logger.info("ready after %.1f s", time.monotonic() - started)
+        return store
+
+    async def close(self) -> None:
+        """Stop opening (if still at it) and close the store."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await self._task
+        store = self._store
+        if store is None and self._constructing is not None:
+            with contextlib.suppress(Exception):
+                store = await self._constructing
+        if store is not None:
+            await asyncio.get_running_loop().run_in_executor(None, store.close)
