@@ -1,4 +1,4 @@
-"""Hypothesis properties of the state machine: DESIGN.md's guarantees 2-4 and determinism.
+"""Hypothesis properties of the state machine: the guarantees 2-4 of the README and determinism.
 
 Lists of generated commands are applied to a fresh :class:`StateMachine`;
 after every command the invariants are checked against the machine and

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import attrs
 import pytest
 from core_builders import (
@@ -26,6 +28,7 @@ from fastpaca_server.core import (
     ContextConfig,
     DomainError,
     InvalidInput,
+    MessageInput,
     NotFound,
     PatchMetadata,
     Policy,
@@ -34,7 +37,8 @@ from fastpaca_server.core import (
     Tombstone,
     replay_commands,
 )
-from fastpaca_server.core.models import IDEMPOTENCY_KEYS_PER_CONTEXT
+from fastpaca_server.core import window as windows
+from fastpaca_server.core.models import IDEMPOTENCY_KEYS_PER_CONTEXT, KeptMessage, content_digest
 from fastpaca_server.core.state import merge_patch
 
 
@@ -68,13 +72,13 @@ def test_errors_carry_status_and_code() -> None:
 def test_put_creates_a_context() -> None:
     machine = StateMachine()
     context = machine.apply(PutContext("c", 5, config(token_budget=300), {"team": "a"}))
-    assert context is machine.get("c")
+    assert context == machine.get("c").view()
     assert (context.version, context.status) == (1, "active")
     assert context.config.token_budget == 300
     assert context.metadata == {"team": "a"}
     assert (context.created_at, context.updated_at) == (5, 5)
-    assert (context.log, context.window, context.used_tokens) == ([], [], 0)
-    assert context.last_seq == 0
+    assert (context.used_tokens, context.last_seq) == (0, 0)
+    assert (machine.get("c").log, machine.get("c").window) == ([], [])
 
 
 def test_put_without_metadata_creates_empty_metadata() -> None:
@@ -155,7 +159,8 @@ def test_budget_below_pinned_tokens_is_refused() -> None:
 def test_budget_below_pinned_is_allowed_for_manual() -> None:
     machine = machine_with(config(token_budget=100))
     append(machine, text("system", "system", tokens=40))
-    context = machine.apply(PutContext("c", 2, config(token_budget=10, strategy="manual")))
+    machine.apply(PutContext("c", 2, config(token_budget=10, strategy="manual")))
+    context = machine.get("c")
     assert context.config.token_budget == 10
     assert ids(context.window) == ["system"]
     assert context.needs_compaction is True
@@ -164,7 +169,8 @@ def test_budget_below_pinned_is_allowed_for_manual() -> None:
 def test_lowering_the_budget_trims_the_window_to_the_trigger() -> None:
     machine = machine_with(config(token_budget=1000))
     append(machine, *[text(f"m{i}", tokens=6) for i in range(10)])  # 10 each
-    context = machine.apply(PutContext("c", 2, config(token_budget=35)))  # trigger 24.5
+    machine.apply(PutContext("c", 2, config(token_budget=35)))  # trigger 24.5
+    context = machine.get("c")
     assert ids(context.window) == ["m8", "m9"]
     assert context.used_tokens == 20
     assert len(context.log) == 10
@@ -694,6 +700,7 @@ def test_tombstone_is_idempotent_and_keeps_history_readable() -> None:
     before = machine.to_bytes()
     machine.apply(Tombstone("c", 6))
     assert machine.to_bytes() == before
+    context = machine.get("c")
     assert ids(context.log) == ["a", "b"]
     assert ids(context.tail(0, 10)) == ["a", "b"]
     assert ids(context.messages_between(0, None, 10)) == ["a", "b"]
@@ -815,3 +822,100 @@ def test_put_context_with_default_policy() -> None:
     default = ContextConfig(token_budget=10)
     assert default.policy == Policy("last_n", {"limit": 200})
     assert (default.trigger_ratio, default.tokenizer) == (0.7, "o200k_base")
+
+
+# --- compaction that keeps log messages -------------------------------------------------
+
+
+def kept(message: MessageInput, seq: int, **changes: object) -> KeptMessage:
+    """What the API makes of a window message sent back with its seq."""
+    role = str(changes.get("role", message.role))
+    parts = changes.get("parts", message.parts)
+    return KeptMessage(
+        seq=seq,
+        digest=content_digest(role, parts, message.metadata),  # type: ignore[arg-type]
+        id=message.id,
+    )
+
+
+def test_compact_keeps_log_messages_by_seq() -> None:
+    machine = machine_with(config(token_budget=1000, strategy="manual"))
+    first, second, third = text("a", tokens=3), text("b", tokens=4), text("c", tokens=5)
+    append(machine, first, second, third)
+    summary = text("summary", "system", tokens=2)
+    result = compact(machine, summary, kept(second, 2), kept(third, 3))
+    context = machine.get("c")
+    assert ids(context.window) == ["summary", "b", "c"]
+    assert [m.seq for m in context.window] == [None, 2, 3]
+    assert context.window[1] is context.log[1]  # the log's message itself, not a copy
+    assert result.used_tokens == 6 + 8 + 9 == context.used_tokens
+    assert windows.segments(context.window)[1] == {
+        "type": "log",
+        "from_seq": 2,
+        "to_seq": 3,
+        "count": 2,
+        "tokens": 17,
+    }
+
+
+def test_compact_keeps_the_window_version_of_a_stripped_message() -> None:
+    machine = machine_with(config(token_budget=100, trigger_ratio=0.5, strategy="skip_parts"))
+    reasoning = message_input(
+        "a",
+        "assistant",
+        [{"type": "reasoning", "text": "r"}, {"type": "text", "text": "a"}],
+        [5, 1],
+    )
+    append(machine, text("u1"), reasoning, text("u2", tokens=40))  # 59 > 50: the policy runs
+    context = machine.get("c")
+    assert ids(context.window) == ["a", "u2"]
+    stripped = context.window[0]
+    assert stripped.parts == [{"type": "text", "text": "a"}] and stripped.token_count == 5
+    as_read = MessageInput("a", "assistant", stripped.parts, None, 5, [1])
+    compact(machine, kept(as_read, 2))
+    assert machine.get("c").window == [stripped]
+    compact(machine, kept(reasoning, 2))  # the log's version is accepted too
+    assert machine.get("c").window[0] is machine.get("c").log[1]
+    assert machine.get("c").used_tokens == reasoning.token_count
+
+
+def test_compact_refuses_a_kept_message_whose_content_changed() -> None:
+    machine = machine_with()
+    append(machine, text("a"), text("b"))
+    before = machine.to_bytes()
+    edited = kept(text("b"), 2, parts=[{"type": "text", "text": "edited"}])
+    with pytest.raises(InvalidInput) as refused:
+        compact(machine, edited)
+    assert refused.value.code == "kept_message_mismatch"
+    with pytest.raises(InvalidInput) as refused:
+        compact(machine, kept(text("b"), 3))
+    assert refused.value.code == "unknown_seq"
+    with pytest.raises(InvalidInput) as refused:
+        compact(machine, KeptMessage(seq=2, digest=kept(text("b"), 2).digest, id="other"))
+    assert refused.value.code == "kept_message_mismatch"
+    assert machine.to_bytes() == before
+
+
+def test_writes_answer_with_the_state_their_own_command_produced() -> None:
+    machine = machine_with(metadata={"n": 0})
+    answer = machine.apply(PatchMetadata("c", 2, {"n": 1}))
+    machine.apply(PatchMetadata("c", 3, {"n": 2}))
+    machine.apply(PutContext("c", 4, config(token_budget=77)))
+    assert (answer.metadata, answer.version, answer.config.token_budget) == ({"n": 1}, 2, 1000)
+
+
+def test_snapshots_keep_the_key_order_of_messages_and_metadata() -> None:
+    machine = machine_with(metadata={"z": 1, "a": {"y": 2, "b": 3}})
+    part = {
+        "type": "tool_call",
+        "name": "f",
+        "id": "t",
+        "input": {"zeta": 1, "alpha": [{"q": 1, "b": 2}]},
+    }
+    append(machine, message_input("m", "assistant", [part], [3], {"z": True, "a": None}))
+    restored = StateMachine.from_bytes(machine.to_bytes())
+    message = restored.get("c").log[0]
+    assert json.dumps(message.parts) == json.dumps([part])
+    assert list(message.metadata or {}) == ["z", "a"]
+    assert json.dumps(restored.get("c").metadata) == '{"z": 1, "a": {"y": 2, "b": 3}}'
+    assert restored.to_bytes() == machine.to_bytes()

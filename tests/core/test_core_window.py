@@ -462,13 +462,14 @@ def test_skip_parts_keeps_the_current_turn_after_its_user_message_was_trimmed() 
 def test_switching_from_manual_trims_an_oversized_newest_message_to_the_budget() -> None:
     machine = machine_with(config(token_budget=1000, strategy="manual"))
     append(machine, text("a"), text("big", tokens=80))  # 5 + 84
-    context = machine.apply(PutContext("c", 2, config(token_budget=82, trigger_ratio=0.5)))
+    machine.apply(PutContext("c", 2, config(token_budget=82, trigger_ratio=0.5)))
+    context = machine.get("c")
     # The newest unit is kept while trimming to the trigger, but it alone is over
     # the budget, so the second pass drops it too.
     assert ids(context.window) == []
     assert context.used_tokens == 0
-    context = machine.apply(PutContext("c", 3, config(token_budget=1000, strategy="manual")))
-    assert ids(context.window) == []
+    machine.apply(PutContext("c", 3, config(token_budget=1000, strategy="manual")))
+    assert ids(machine.get("c").window) == []
 
 
 # --- budget_tokens reads ----------------------------------------------------------------
@@ -545,3 +546,87 @@ def test_segments_cover_the_window() -> None:
     assert sum(int(r["count"]) for r in runs) == len(context.window)
     assert sum(int(r["tokens"]) for r in runs) == context.used_tokens
     assert runs == [{"type": "log", "from_seq": 5, "to_seq": 8, "count": 4, "tokens": 40}]
+
+
+# --- issue 5: promises the window used to break ------------------------------------------
+
+
+def call_with_own_result(message_id: str, call_id: str) -> object:
+    """One assistant message that carries a call and its own result."""
+    return message_input(
+        message_id,
+        "assistant",
+        [
+            {"type": "tool_call", "id": call_id, "name": "lookup"},
+            {"type": "tool_result", "tool_call_id": call_id, "output": "42"},
+            {"type": "text", "text": "It is 42."},
+        ],
+        [3, 2, 1],
+    )
+
+
+def test_a_result_in_the_same_message_as_its_call_is_not_an_orphan() -> None:
+    window = window_of(text("u"), call_with_own_result("a", "t1"))
+    kept = windows.strip_orphan_results(window)
+    assert kept == window
+    assert trim(window, max_tokens=10**9, max_messages=None) == window
+
+
+@pytest.mark.parametrize("kinds", [["tool_result"], ["tool_call"], ["tool_c"], ["tool_r"]])
+def test_skip_parts_removes_a_call_and_its_result_together_whatever_the_kinds_name(
+    kinds: list[str],
+) -> None:
+    answer = message_input(
+        "a", "assistant", [{"type": "text", "text": "checking"}, *_call("t1")], [1, 3]
+    )
+    window = window_of(text("u1"), answer, tool_result("r", "t1"), text("u2"))
+    kept = strip_parts(window, kinds, keep_from=3)
+    assert_paired(kept)
+    assert all(not windows.tool_call_ids(m) for m in kept), kinds
+    assert ids(kept) == ["u1", "a", "u2"]
+    assert kept[1].parts == [{"type": "text", "text": "checking"}]
+
+
+def _call(call_id: str) -> list[dict[str, object]]:
+    return [{"type": "tool_call", "id": call_id, "name": "lookup"}]
+
+
+def test_skip_parts_in_a_context_never_leaves_a_call_without_its_result() -> None:
+    machine = machine_with(
+        config(
+            token_budget=60, trigger_ratio=0.5, strategy="skip_parts", skip_kinds=["tool_result"]
+        )
+    )
+    append(machine, text("u1"), tool_call("c1", "t1", tokens=5), tool_result("r1", "t1", tokens=5))
+    append(machine, text("u2", tokens=10))
+    window = machine.get("c").window
+    assert_paired(window)
+    assert "c1" not in ids(window) and "r1" not in ids(window)
+
+
+def test_skip_parts_drops_a_message_left_with_only_step_markers() -> None:
+    husk = message_input(
+        "a",
+        "assistant",
+        [
+            {"type": "step-start"},
+            {"type": "reasoning", "text": "thinking"},
+            {"type": "step-start"},
+        ],
+        [1, 9, 1],
+    )
+    window = window_of(text("u1"), husk, text("u2"))
+    kept = strip_parts(window, ["reasoning"], keep_from=2)
+    assert ids(kept) == ["u1", "u2"]
+
+
+def test_a_message_that_keeps_content_keeps_its_step_markers() -> None:
+    step = message_input(
+        "a",
+        "assistant",
+        [{"type": "step-start"}, {"type": "reasoning", "text": "r"}, {"type": "text", "text": "t"}],
+        [1, 9, 1],
+    )
+    kept = strip_parts(window_of(text("u1"), step, text("u2")), ["reasoning"], keep_from=2)
+    assert [p["type"] for p in kept[1].parts] == ["step-start", "text"]
+    assert kept[1].token_count == step.token_count - 9

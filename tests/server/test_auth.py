@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,3 +130,25 @@ def test_operations_routes_are_open(
     response = anonymous.get(path, headers=headers)
     check_response(response)
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "token",
+    [b"\xff\xfe\xfd", KEY.encode() + b"\xc3", b"\xed\xa0\x80"],
+    ids=["latin", "tail", "surr"],
+)
+def test_a_token_that_is_not_utf8_is_unauthorized(
+    keyed_server: ServerProcess, token: bytes
+) -> None:
+    """Raw bytes in the header (not UTF-8) used to crash the auth check with a 500."""
+    with socket.create_connection(("127.0.0.1", keyed_server.port), timeout=10) as sock:
+        sock.sendall(
+            b"GET /v1/contexts/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            b"Authorization: Bearer " + token + b"\r\n\r\n"
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401"), answer[:300]
+    assert json.loads(body)["error"] == "unauthorized"

@@ -119,7 +119,6 @@ def test_bodies_that_are_not_json_objects(
 PUT_CASES: dict[str, tuple[JSON, str]] = {
     "budget_string": ({"token_budget": "1000"}, "invalid_request"),
     "budget_bool": ({"token_budget": True}, "invalid_request"),
-    "budget_float": ({"token_budget": 1000.0}, "invalid_request"),
     "budget_fraction": ({"token_budget": 1000.5}, "invalid_request"),
     "budget_zero": ({"token_budget": 0}, "invalid_request"),
     "budget_negative": ({"token_budget": -5}, "invalid_request"),
@@ -254,8 +253,12 @@ APPEND_CASES: dict[str, tuple[JSON, str]] = {
         {"message": message_with(parts=[{"type": "text", "text": 5}])},
         "invalid_request",
     ),
-    "tool_call_without_id": (
-        {"message": message_with(role="assistant", parts=[{"type": "tool_call", "name": "f"}])},
+    "tool_call_id_empty": (
+        {
+            "message": message_with(
+                role="assistant", parts=[{"type": "tool_call", "id": "", "name": "f"}]
+            )
+        },
         "invalid_request",
     ),
     "tool_call_without_name": (

@@ -63,7 +63,7 @@ def test_the_same_key_with_a_different_body_is_refused(api: Api) -> None:
     for body in (
         {"message": text_message("different"), "idempotency_key": "shared"},
         {"message": text_message("original", "assistant"), "idempotency_key": "shared"},
-        {"messages": [text_message("original")], "idempotency_key": "shared"},
+        {"messages": [text_message("original"), text_message("x")], "idempotency_key": "shared"},
         {"message": text_message("original"), "idempotency_key": "shared", "if_version": 1},
     ):
         response = api.post(messages_url(context_id), json=body)

@@ -52,9 +52,10 @@ def messages(api: Api, context_id: str, **params: int) -> dict:
     return response.json()
 
 
-def test_tail_defaults_to_the_newest_fifty(api: Api, long_log: str) -> None:
+def test_tail_defaults_to_the_newest_hundred(api: Api, long_log: str) -> None:
+    """As in the original Fastpaca, whose SDK's getTail() sends no limit by default."""
     page = tail(api, long_log)
-    assert seqs(page) == list(range(TOTAL - 49, TOTAL + 1))
+    assert seqs(page) == list(range(TOTAL - 99, TOTAL + 1))
     assert page["has_more"] is True
     assert page["last_seq"] == TOTAL
 

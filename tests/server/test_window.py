@@ -50,8 +50,9 @@ def assert_window_invariants(api: Api, context_id: str, *, budget: int | None) -
     # Tool results only after their call; never an orphan (so never one first).
     seen_calls: set[str] = set()
     for message in messages:
+        known = seen_calls | set(call_ids(message))  # a call may carry its own result
         for call_id in result_ids(message):
-            assert call_id in seen_calls, f"orphan tool_result {call_id} in {window_seqs(window)}"
+            assert call_id in known, f"orphan tool_result {call_id} in {window_seqs(window)}"
         seen_calls.update(call_ids(message))
     # A call in the window brings every logged result for it.
     in_window = {m["seq"] for m in messages}

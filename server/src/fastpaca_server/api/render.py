@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from ..core import Context, Message
+from ..core import Message
 from ..core.models import AppendResult, CompactResult, JSONObject
+from ..core.state import ContextView
 
 
 def timestamp(ms: int) -> str:
@@ -27,7 +28,7 @@ def message(item: Message) -> JSONObject:
     }
 
 
-def context(item: Context) -> JSONObject:
+def context(item: ContextView) -> JSONObject:
     config = item.config
     return {
         "id": item.id,
@@ -47,7 +48,13 @@ def context(item: Context) -> JSONObject:
 
 
 def append_result(result: AppendResult) -> JSONObject:
+    """The append answer; one message also gets the original Fastpaca's top-level
+    ``seq`` and ``token_estimate`` (its SDK reads exactly those and ``version``)."""
+    single: JSONObject = {}
+    if len(result.messages) == 1:
+        single = {"seq": result.messages[0].seq, "token_estimate": result.messages[0].token_count}
     return {
+        **single,
         "version": result.version,
         "last_seq": result.last_seq,
         "used_tokens": result.used_tokens,

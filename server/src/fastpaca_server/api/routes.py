@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -18,7 +19,14 @@ from ..core import (
     Tombstone,
 )
 from ..core import window as windows
-from ..core.models import MAX_TOKEN_BUDGET, AppendResult, CompactResult, JSONObject
+from ..core.models import (
+    MAX_TOKEN_BUDGET,
+    AppendResult,
+    CompactResult,
+    JSONObject,
+    KeptMessage,
+    content_digest,
+)
 from ..core.state import check_version
 from ..replication import ReplicatedStore
 from ..tokens import count_parts
@@ -28,6 +36,7 @@ from .keys import METRICS, STORE
 routes = web.RouteTableDef()
 
 _OFFLOAD_BYTES = 64 * 1024  # count tokens of larger bodies off the event loop
+_T = TypeVar("_T")
 
 
 def _now_ms() -> int:
@@ -35,7 +44,7 @@ def _now_ms() -> int:
 
 
 def _store(request: web.Request) -> ReplicatedStore:
-    return request.app[STORE]
+    return request.app[STORE].get()  # NotReady (503) until the node has replayed its state
 
 
 def _context_id(request: web.Request) -> str:
@@ -48,47 +57,45 @@ async def _body(request: web.Request) -> JSONObject:
     return validation.json_body(await request.read())
 
 
-def _context_json(request: web.Request, context_id: str) -> JSONObject:
-    with _store(request).read() as machine:
-        return render.context(machine.get(context_id))
-
-
 def _admit(
-    request: web.Request, context_id: str, key: str | None, body: JSONObject, if_version: int | None
+    request: web.Request,
+    context_id: str,
+    key: str | None,
+    normalised: JSONObject,
+    if_version: int | None,
 ) -> tuple[str, str | None]:
     """Refuse early what the state machine would refuse anyway; return the
     context's tokenizer and the request's idempotency fingerprint."""
-    fingerprint = validation.fingerprint(body) if key is not None else None
+    fingerprint = validation.fingerprint(normalised) if key is not None else None
     with _store(request).read() as machine:
         context = machine.admission_check(context_id, key, fingerprint, if_version)
         return context.config.tokenizer, fingerprint
 
 
-def _message_inputs(raw: list[JSONObject], tokenizer: str) -> list[MessageInput]:
-    inputs = []
-    for item in raw:
-        counted, per_part = count_parts(item["parts"], tokenizer)
-        given = item.get("token_count")
-        inputs.append(
-            MessageInput(
-                id=item.get("id") or f"msg_{uuid.uuid4().hex}",
-                role=item["role"],
-                parts=item["parts"],
-                metadata=item.get("metadata"),
-                token_count=counted if given is None else given,
-                part_tokens=per_part,
-            )
-        )
-    return inputs
+def _message_input(item: JSONObject, tokenizer: str) -> MessageInput:
+    counted, per_part = count_parts(item["parts"], tokenizer)
+    return MessageInput(
+        id=item.get("id") or f"msg_{uuid.uuid4().hex}",
+        role=item["role"],
+        parts=item["parts"],
+        metadata=item.get("metadata"),
+        token_count=item.get("token_count", counted),
+        part_tokens=per_part,
+    )
 
 
-async def _counted(
-    request: web.Request, raw: list[JSONObject], tokenizer: str
-) -> list[MessageInput]:
+def _replacement_item(item: JSONObject, tokenizer: str) -> MessageInput | KeptMessage:
+    if "seq" in item:
+        digest = content_digest(item["role"], item["parts"], item.get("metadata"))
+        return KeptMessage(seq=item["seq"], digest=digest, id=item.get("id"))
+    return _message_input(item, tokenizer)
+
+
+async def _counted(request: web.Request, count: Callable[[], _T]) -> _T:
+    """Run ``count`` (token counting) here, or off the event loop for large bodies."""
     if (request.content_length or 0) < _OFFLOAD_BYTES:
-        return _message_inputs(raw, tokenizer)
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, _message_inputs, raw, tokenizer)
+        return count()
+    return await asyncio.get_running_loop().run_in_executor(None, count)
 
 
 # --- contexts ---------------------------------------------------------------
@@ -98,31 +105,34 @@ async def _counted(
 async def put_context(request: web.Request) -> web.Response:
     context_id = _context_id(request)
     config, metadata = validation.context_config(await _body(request))
-    await _store(request).submit(PutContext(context_id, _now_ms(), config, metadata))
-    return web.json_response(_context_json(request, context_id))
+    view = await _store(request).submit(PutContext(context_id, _now_ms(), config, metadata))
+    return web.json_response(render.context(view))
 
 
 @routes.get("/v1/contexts/{context_id}")
 async def get_context(request: web.Request) -> web.Response:
     context_id = _context_id(request)
     validation.query(request.query, {}, {})
-    return web.json_response(_context_json(request, context_id))
+    with _store(request).read() as machine:
+        view = machine.get(context_id).view()
+    return web.json_response(render.context(view))
 
 
 @routes.delete("/v1/contexts/{context_id}")
 async def delete_context(request: web.Request) -> web.Response:
     context_id = _context_id(request)
     validation.query(request.query, {}, {})
-    await _store(request).submit(Tombstone(context_id, _now_ms()))
-    return web.json_response(_context_json(request, context_id))
+    view = await _store(request).submit(Tombstone(context_id, _now_ms()))
+    return web.json_response(render.context(view))
 
 
 @routes.patch("/v1/contexts/{context_id}/metadata")
 async def patch_metadata(request: web.Request) -> web.Response:
     context_id = _context_id(request)
     patch, if_version = validation.metadata_patch(await _body(request))
-    await _store(request).submit(PatchMetadata(context_id, _now_ms(), patch, if_version))
-    return web.json_response(_context_json(request, context_id))
+    command = PatchMetadata(context_id, _now_ms(), patch, if_version)
+    view = await _store(request).submit(command)
+    return web.json_response(render.context(view))
 
 
 # --- messages ---------------------------------------------------------------
@@ -133,8 +143,9 @@ async def append_messages(request: web.Request) -> web.Response:
     context_id = _context_id(request)
     body = await _body(request)
     raw, key, if_version = validation.append_body(body)
-    tokenizer, fingerprint = _admit(request, context_id, key, body, if_version)
-    messages = await _counted(request, raw, tokenizer)
+    normalised = {"messages": raw, "if_version": if_version}
+    tokenizer, fingerprint = _admit(request, context_id, key, normalised, if_version)
+    messages = await _counted(request, lambda: [_message_input(m, tokenizer) for m in raw])
     command = AppendMessages(
         context_id=context_id,
         at=_now_ms(),
@@ -167,7 +178,7 @@ async def tail(request: web.Request) -> web.Response:
     params = validation.query(
         request.query,
         {"offset": (0, validation.MAX_OFFSET), "limit": (1, validation.MAX_PAGE)},
-        {"offset": 0, "limit": 50},
+        {"offset": 0, "limit": validation.DEFAULT_TAIL_LIMIT},
     )
     with _store(request).read() as machine:
         context = machine.get(context_id)
@@ -213,8 +224,11 @@ async def get_window(request: web.Request) -> web.Response:
         context = machine.get(context_id)
         if "if_version" in params:
             check_version(context, params["if_version"])
-        budget = params.get("budget_tokens", context.config.token_budget)
-        window = context.window_within(budget)
+        if "budget_tokens" in params:
+            budget = params["budget_tokens"]
+            window = context.window_within(budget)
+        else:  # the stored window, whole: what the context and the append answers describe
+            budget, window = context.config.token_budget, context.window
         body: dict[str, Any] = {
             "version": context.version,
             "messages": [render.message(item) for item in window],
@@ -231,8 +245,9 @@ async def compact(request: web.Request) -> web.Response:
     context_id = _context_id(request)
     body = await _body(request)
     raw, key, if_version = validation.compact_body(body)
-    tokenizer, fingerprint = _admit(request, context_id, key, body, if_version)
-    replacement = await _counted(request, raw, tokenizer)
+    normalised = {"replacement": raw, "if_version": if_version}
+    tokenizer, fingerprint = _admit(request, context_id, key, normalised, if_version)
+    replacement = await _counted(request, lambda: [_replacement_item(m, tokenizer) for m in raw])
     command = Compact(
         context_id=context_id,
         at=_now_ms(),
@@ -256,7 +271,7 @@ async def live(request: web.Request) -> web.Response:
 
 @routes.get("/health/ready")
 async def ready(request: web.Request) -> web.Response:
-    if not _store(request).ready:
+    if not request.app[STORE].ready:
         return web.json_response(
             {"error": "not_ready", "message": "The node has no leader or is still replaying."},
             status=503,

@@ -38,6 +38,9 @@ MAX_ROLE_LENGTH = 64
 MAX_PART_TYPE_LENGTH = 128
 MAX_SKIP_KINDS = 64
 MAX_OFFSET = 10**12
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of objects and arrays a request body may have (the body itself is 1)."""
+DEFAULT_TAIL_LIMIT = 100
 
 
 def context_id(raw: str) -> str:
@@ -81,7 +84,24 @@ def json_body(raw: bytes) -> JSONObject:
         raise InvalidInput(f"The body is not valid JSON: {error}.", "invalid_json") from None
     if not isinstance(value, dict):
         raise InvalidInput("The body must be a JSON object.", "invalid_json")
+    if _depth_exceeds(value, MAX_JSON_DEPTH):
+        raise InvalidInput(
+            f"The body nests objects and arrays more than {MAX_JSON_DEPTH} levels deep.",
+            "invalid_json",
+        )
     return value
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests containers deeper than ``limit`` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _only(obj: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -94,6 +114,9 @@ def _only(obj: Mapping[str, Any], allowed: set[str], where: str) -> None:
 
 
 def integer(value: Any, name: str, *, minimum: int, maximum: int) -> int:
+    """An integer in bounds. A whole-number float (``5.0``) is an integer, as in JSON Schema."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidInput(f"'{name}' must be an integer.")
     if not minimum <= value <= maximum:
@@ -122,10 +145,14 @@ def metadata(value: Any, name: str = "metadata") -> JSONObject:
     return obj
 
 
-def fingerprint(body: JSONObject) -> str:
-    """What identifies a request for idempotency: the body without its key."""
-    content = {k: v for k, v in body.items() if k != "idempotency_key"}
-    return hashlib.sha256(canonical_json(content)).hexdigest()
+def fingerprint(request: JSONObject) -> str:
+    """What identifies a request for idempotency: its *normalised* content.
+
+    Callers pass the parsed request (absent and ``null`` optional fields
+    alike left out, whole-number floats made integers, read-only fields
+    dropped), so two bodies that mean the same request match.
+    """
+    return hashlib.sha256(canonical_json(request)).hexdigest()
 
 
 # --- contexts ---------------------------------------------------------------
@@ -194,15 +221,34 @@ def policy(value: Any) -> Policy:
 # --- messages ---------------------------------------------------------------
 
 
-def message(value: Any, name: str) -> JSONObject:
-    """Check one UIMessage-shaped object; returns it (ids are filled in later)."""
+_MESSAGE_FIELDS = {"id", "role", "parts", "metadata", "token_count"}
+_WINDOW_FIELDS = {"seq", "created_at"}
+"""Read-only fields of a message read from ``GET …/context``; a compaction accepts them."""
+
+
+def message(value: Any, name: str, *, from_window: bool = False) -> JSONObject:
+    """Check one UIMessage-shaped object; returns it normalised.
+
+    The result has ``role`` and ``parts``, and ``id``, ``metadata`` and
+    ``token_count`` only when they were given and not ``null`` (ids are filled
+    in later). With ``from_window`` (compaction), the read-only fields of a
+    window message are accepted: ``created_at`` is ignored and a ``seq``
+    (not ``null``) is kept in the result.
+    """
     obj = _object(value, name)
-    _only(obj, {"id", "role", "parts", "metadata", "token_count"}, f"'{name}'")
+    if "content" in obj and "parts" not in obj:
+        raise InvalidInput(
+            f"Unknown field in '{name}': content. Fastpaca messages carry their content in "
+            f"'parts' (ai-sdk UIMessage shape): send "
+            '"parts": [{"type": "text", "text": "..."}] instead of "content".',
+            "unknown_field",
+        )
+    _only(obj, _MESSAGE_FIELDS | (_WINDOW_FIELDS if from_window else set()), f"'{name}'")
     if "role" not in obj:
         raise InvalidInput(f"'{name}.role' is required.")
-    string(obj["role"], f"{name}.role", max_length=MAX_ROLE_LENGTH)
-    if "id" in obj and obj["id"] is not None:
-        string(obj["id"], f"{name}.id", max_length=MAX_ID_LENGTH)
+    result: JSONObject = {"role": string(obj["role"], f"{name}.role", max_length=MAX_ROLE_LENGTH)}
+    if obj.get("id") is not None:
+        result["id"] = string(obj["id"], f"{name}.id", max_length=MAX_ID_LENGTH)
     parts = obj.get("parts")
     if not isinstance(parts, list) or not parts:
         raise InvalidInput(f"'{name}.parts' must be a non-empty list.")
@@ -210,18 +256,27 @@ def message(value: Any, name: str) -> JSONObject:
         raise InvalidInput(f"'{name}.parts' has more than {MAX_PARTS} parts.")
     for index, part in enumerate(parts):
         _part(part, f"{name}.parts[{index}]")
+    result["parts"] = parts
     if obj.get("metadata") is not None:
-        metadata(obj["metadata"], f"{name}.metadata")
-    if "token_count" in obj and obj["token_count"] is not None:
-        integer(obj["token_count"], f"{name}.token_count", minimum=0, maximum=MAX_TOKEN_BUDGET)
-    return obj
+        result["metadata"] = metadata(obj["metadata"], f"{name}.metadata")
+    if obj.get("token_count") is not None:
+        result["token_count"] = integer(
+            obj["token_count"], f"{name}.token_count", minimum=0, maximum=MAX_TOKEN_BUDGET
+        )
+    if from_window:
+        if obj.get("created_at") is not None:
+            string(obj["created_at"], f"{name}.created_at", max_length=64)
+        if obj.get("seq") is not None:
+            result["seq"] = integer(obj["seq"], f"{name}.seq", minimum=1, maximum=MAX_OFFSET)
+    return result
 
 
 def _part(value: Any, name: str) -> None:
     part = _object(value, name)
     string(part.get("type"), f"{name}.type", max_length=MAX_PART_TYPE_LENGTH)
     if part["type"] == "tool_call":
-        string(part.get("id"), f"{name}.id", max_length=MAX_ID_LENGTH)
+        if "id" in part:  # without an id, nothing can pair with the call
+            string(part["id"], f"{name}.id", max_length=MAX_ID_LENGTH)
         string(part.get("name"), f"{name}.name", max_length=MAX_ID_LENGTH)
     elif part["type"] == "tool_result":
         string(part.get("tool_call_id"), f"{name}.tool_call_id", max_length=MAX_ID_LENGTH)
@@ -231,6 +286,14 @@ def _part(value: Any, name: str) -> None:
 
 def append_body(body: JSONObject) -> tuple[list[JSONObject], str | None, int | None]:
     """``(messages, idempotency_key, if_version)`` of an append request."""
+    stray = sorted(set(body) & (_MESSAGE_FIELDS | {"content"}))
+    if stray and "message" not in body and "messages" not in body:
+        raise InvalidInput(
+            f"Unknown field{'s' if len(stray) > 1 else ''} in the body: {', '.join(stray)}. "
+            'Wrap the message in "message": {"message": {"role": "user", "parts": '
+            '[{"type": "text", "text": "..."}]}} (or send a list as "messages").',
+            "unknown_field",
+        )
     _only(body, {"message", "messages", "idempotency_key", "if_version"}, "the body")
     if ("message" in body) == ("messages" in body):
         raise InvalidInput("Send either 'message' (one) or 'messages' (a batch).")
@@ -245,12 +308,29 @@ def append_body(body: JSONObject) -> tuple[list[JSONObject], str | None, int | N
 
 
 def compact_body(body: JSONObject) -> tuple[list[JSONObject], str | None, int | None]:
+    """``(replacement, idempotency_key, if_version)`` of a compaction.
+
+    Items with a ``seq`` keep that log message (read-only ``token_count`` and
+    ``created_at`` are dropped); their seqs must increase through the list.
+    """
     _only(body, {"replacement", "idempotency_key", "if_version"}, "the body")
     replacement = body.get("replacement")
     if not isinstance(replacement, list) or len(replacement) > MAX_BATCH:
         raise InvalidInput(f"'replacement' must be a list of at most {MAX_BATCH} messages.")
-    messages = [message(item, f"replacement[{i}]") for i, item in enumerate(replacement)]
-    return messages, idempotency_key(body), if_version(body)
+    items = []
+    previous = 0
+    for index, raw in enumerate(replacement):
+        item = message(raw, f"replacement[{index}]", from_window=True)
+        if "seq" in item:
+            item.pop("token_count", None)
+            if item["seq"] <= previous:
+                raise InvalidInput(
+                    f"replacement[{index}] keeps seq {item['seq']} after seq {previous}: "
+                    "kept log messages must appear once each, in seq order.",
+                )
+            previous = item["seq"]
+        items.append(item)
+    return items, idempotency_key(body), if_version(body)
 
 
 def metadata_patch(body: JSONObject) -> tuple[JSONObject, int | None]:

@@ -9,6 +9,7 @@ command never reads a clock, a random source or the environment.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, Literal
 
@@ -19,8 +20,23 @@ JSONObject = dict[str, Any]
 
 
 def canonical_json(value: Any) -> bytes:
-    """Compact, key-sorted UTF-8 JSON: sizes, fingerprints and snapshots use it."""
+    """Compact, key-sorted UTF-8 JSON: sizes, fingerprints and digests use it."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def ordered_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON that keeps every object's key order (snapshots use it).
+
+    Messages must come back byte for byte as they were sent: providers' prompt
+    caches key on exact bytes, so key order is part of a message.
+    """
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def content_digest(role: str, parts: list[JSONObject], metadata: JSONObject | None) -> str:
+    """What identifies a message's content (key order aside): kept messages are matched by it."""
+    content = {"role": role, "parts": parts, "metadata": metadata or None}
+    return hashlib.sha256(canonical_json(content)).hexdigest()
 
 
 STRATEGIES = ("last_n", "skip_parts", "manual")
@@ -82,6 +98,20 @@ class MessageInput:
 
 
 @attrs.frozen
+class KeptMessage:
+    """A replacement entry that keeps a log message (sent back with its ``seq``).
+
+    ``digest`` is :func:`content_digest` of what the client sent, so applying
+    the compaction can check that the client kept the message it thinks it
+    kept (the window's version of it, or the log's).
+    """
+
+    seq: int
+    digest: str
+    id: str | None = None
+
+
+@attrs.frozen
 class Policy:
     """A window policy: ``strategy`` plus its ``config`` (validated per strategy)."""
 
@@ -131,7 +161,7 @@ class Compact:
 
     context_id: str
     at: int
-    replacement: list[MessageInput]
+    replacement: list[MessageInput | KeptMessage]
     tokenizer: str
     idempotency_key: str | None = None
     fingerprint: str | None = None

@@ -29,12 +29,16 @@ from .models import (
     ContextStatus,
     IdempotentEntry,
     JSONObject,
+    KeptMessage,
     Message,
+    MessageInput,
     PatchMetadata,
     PutContext,
     Tombstone,
     canonical_json,
+    content_digest,
     converter,
+    ordered_json,
 )
 
 
@@ -61,6 +65,21 @@ class Context:
     def last_seq(self) -> int:
         return len(self.log)
 
+    def view(self) -> ContextView:
+        """A frozen copy of everything but the messages: what a write answers with."""
+        return ContextView(
+            id=self.id,
+            config=self.config,
+            metadata=self.metadata,
+            status=self.status,
+            version=self.version,
+            last_seq=self.last_seq,
+            used_tokens=self.used_tokens,
+            needs_compaction=self.needs_compaction,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
+
     def messages_between(self, after_seq: int, before_seq: int | None, limit: int) -> list[Message]:
         """Log messages with ``after_seq < seq < before_seq``, oldest first, at most ``limit``."""
         end = self.last_seq if before_seq is None else min(before_seq - 1, self.last_seq)
@@ -83,6 +102,26 @@ class Context:
         """The ``limit`` messages before the newest ``offset``, oldest first."""
         end = max(self.last_seq - offset, 0)
         return self.log[max(end - limit, 0) : end]
+
+
+@attrs.frozen
+class ContextView:
+    """A context as one command left it (metadata is never mutated in place, only replaced).
+
+    Writes answer with the view their own command produced, not with the live
+    context, which a concurrent write may already have changed.
+    """
+
+    id: str
+    config: ContextConfig
+    metadata: JSONObject
+    status: ContextStatus
+    version: int
+    last_seq: int
+    used_tokens: int
+    needs_compaction: bool
+    created_at: int
+    updated_at: int
 
 
 def merge_patch(target: JSONObject, patch: JSONObject) -> JSONObject:
@@ -142,7 +181,7 @@ class StateMachine:
             return self._patch_metadata(command)
         return self._tombstone(command)
 
-    def _put_context(self, command: PutContext) -> Context:
+    def _put_context(self, command: PutContext) -> ContextView:
         config = command.config
         context = self.contexts.get(command.context_id)
         if context is None:
@@ -154,11 +193,11 @@ class StateMachine:
                 updated_at=command.at,
             )
             self.contexts[context.id] = context
-            return context
+            return context.view()
         _require_active(context)
         metadata = context.metadata if command.metadata is None else dict(command.metadata)
         if config == context.config and metadata == context.metadata:
-            return context
+            return context.view()
         if config.tokenizer != context.config.tokenizer and (context.log or context.window):
             raise Conflict(
                 "The tokenizer of a context with messages cannot change: "
@@ -176,7 +215,7 @@ class StateMachine:
         context.metadata = metadata
         self._maintain_window(context, force=True)
         self._touch(context, command.at)
-        return context
+        return context.view()
 
     def _append(self, command: AppendMessages) -> AppendResult:
         context = self.get(command.context_id)
@@ -231,7 +270,7 @@ class StateMachine:
         _require_active(context)
         check_version(context, command.if_version)
         _check_tokenizer(context, command.tokenizer)
-        replacement = [m.stored(None, command.at) for m in command.replacement]
+        replacement = _resolve_replacement(context, command.replacement, command.at)
         total = windows.window_tokens(replacement)
         config = context.config
         if config.policy.strategy != "manual" and total > config.token_budget:
@@ -255,7 +294,7 @@ class StateMachine:
         _remember(context, command.idempotency_key, command.fingerprint, result)
         return result
 
-    def _patch_metadata(self, command: PatchMetadata) -> Context:
+    def _patch_metadata(self, command: PatchMetadata) -> ContextView:
         context = self.get(command.context_id)
         _require_active(context)
         check_version(context, command.if_version)
@@ -264,14 +303,14 @@ class StateMachine:
         if merged != context.metadata:
             context.metadata = merged
             self._touch(context, command.at)
-        return context
+        return context.view()
 
-    def _tombstone(self, command: Tombstone) -> Context:
+    def _tombstone(self, command: Tombstone) -> ContextView:
         context = self.get(command.context_id)
         if context.status != "tombstoned":
             context.status = "tombstoned"
             self._touch(context, command.at)
-        return context
+        return context.view()
 
     # --- helpers -----------------------------------------------------------
 
@@ -317,8 +356,13 @@ class StateMachine:
         }
 
     def to_bytes(self) -> bytes:
-        """Canonical bytes of the whole state (used for snapshots and determinism checks)."""
-        return canonical_json(self.to_json())
+        """Bytes of the whole state (used for snapshots and determinism checks).
+
+        Contexts are in id order; every object inside keeps its key order, so
+        messages come back from a snapshot byte for byte as they were sent.
+        The same commands in the same order give the same bytes.
+        """
+        return ordered_json(self.to_json())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> StateMachine:
@@ -366,6 +410,51 @@ def _check_fits(context: Context, new: Sequence[Message]) -> None:
                 f"beside {pinned} tokens of pinned messages.",
                 "message_exceeds_budget" if len(unit.indices) == 1 else "unit_exceeds_budget",
             )
+
+
+def _resolve_replacement(
+    context: Context, replacement: Sequence[MessageInput | KeptMessage], at: int
+) -> list[Message]:
+    """The new window: new messages stored without a seq, kept ones looked up by seq.
+
+    A kept message is the window's version of that seq when the client sent
+    that content (a policy may have stripped parts from it), otherwise the
+    log's; content that matches neither is refused, so a kept message is never
+    silently something other than what the client read.
+    """
+    in_window = {m.seq: m for m in context.window if m.seq is not None}
+    result: list[Message] = []
+    for index, item in enumerate(replacement):
+        if isinstance(item, MessageInput):
+            result.append(item.stored(None, at))
+            continue
+        if not 1 <= item.seq <= context.last_seq:
+            raise InvalidInput(
+                f"replacement[{index}] keeps seq {item.seq}, but the log of '{context.id}' "
+                f"holds seqs 1-{context.last_seq}. Leave 'seq' out to add a new message.",
+                "unknown_seq",
+            )
+        candidates = [in_window.get(item.seq), context.log[item.seq - 1]]
+        kept = next(
+            (
+                m
+                for m in candidates
+                if m is not None
+                and content_digest(m.role, m.parts, m.metadata) == item.digest
+                and item.id in (None, m.id)
+            ),
+            None,
+        )
+        if kept is None:
+            raise InvalidInput(
+                f"replacement[{index}] keeps seq {item.seq}, but its id, role, parts or "
+                f"metadata differ from message {item.seq} as the window and the log hold it. "
+                "Send the message as read from GET /context, or leave 'seq' out to add it "
+                "as a new message.",
+                "kept_message_mismatch",
+            )
+        result.append(kept)
+    return result
 
 
 def _check_metadata_size(metadata: JSONObject) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-from .models import DEFAULT_LAST_N_LIMIT, DEFAULT_SKIP_KINDS, ContextConfig, Message
+from .models import DEFAULT_LAST_N_LIMIT, DEFAULT_SKIP_KINDS, ContextConfig, JSONObject, Message
 
 TOOL_CALL = "tool_call"
 TOOL_RESULT = "tool_result"
@@ -95,27 +95,30 @@ def build_units(window: Sequence[Message]) -> list[Unit]:
 def strip_orphan_results(window: Sequence[Message]) -> list[Message]:
     """Remove ``tool_result`` parts whose call is not earlier in the window.
 
-    A message left without parts leaves the window. What remains can be cut
-    into units without ever splitting a call from its result, and never
-    begins with an orphan result.
+    A call in the same message counts as earlier (a message may carry a call
+    and its own result). A message left without content parts leaves the
+    window. What remains can be cut into units without ever splitting a call
+    from its result, and never begins with an orphan result.
     """
     calls: set[str] = set()
     result: list[Message] = []
     for message in window:
         results = tool_result_ids(message)
-        if results and not calls.issuperset(results):
+        own_calls = tool_call_ids(message)
+        known = calls.union(own_calls) if own_calls else calls
+        if results and not known.issuperset(results):
             keep = [
                 i
                 for i, part in enumerate(message.parts)
                 if not (
-                    part.get("type") == TOOL_RESULT and str(part.get("tool_call_id")) not in calls
+                    part.get("type") == TOOL_RESULT and str(part.get("tool_call_id")) not in known
                 )
             ]
             stripped = _only_parts(message, keep)
             if stripped is None:
                 continue
             message = stripped
-        calls.update(tool_call_ids(message))
+        calls.update(own_calls)
         result.append(message)
     return result
 
@@ -169,9 +172,10 @@ def strip_parts(
     """Remove parts whose type starts with one of ``skip_kinds`` from older units.
 
     Units that begin at or after ``keep_from`` (the current turn) stay intact,
-    so an agent loop in progress keeps its tool calls. A message left without
-    parts is dropped; a unit is stripped whole, so calls and results go
-    together.
+    so an agent loop in progress keeps its tool calls. A tool call and its
+    results are removed together whichever of the two the kinds name, so a
+    call never loses its result (and a result never outlives its call). A
+    message left without content parts is dropped.
     """
     prefixes = tuple(skip_kinds)
     if not prefixes:
@@ -180,21 +184,44 @@ def strip_parts(
     for unit in build_units(window):
         if unit.pinned or unit.indices[0] >= keep_from:
             continue
+        paired: set[str] = set()
         for index in unit.indices:
-            result[index] = _strip_message(window[index], prefixes)
+            for part in window[index].parts:
+                if str(part["type"]).startswith(prefixes):
+                    paired.update(_pair_ids(part))
+        for index in unit.indices:
+            message = window[index]
+            keep = [
+                i
+                for i, part in enumerate(message.parts)
+                if not str(part["type"]).startswith(prefixes) and not paired & _pair_ids(part)
+            ]
+            result[index] = _only_parts(message, keep)
     return [m for m in result if m is not None]
 
 
-def _strip_message(message: Message, prefixes: tuple[str, ...]) -> Message | None:
-    keep = [i for i, part in enumerate(message.parts) if not str(part["type"]).startswith(prefixes)]
-    return _only_parts(message, keep)
+def _pair_ids(part: JSONObject) -> set[str]:
+    """The tool call id that binds ``part`` to its partner (empty for other parts)."""
+    if part.get("type") == TOOL_CALL and "id" in part:
+        return {str(part["id"])}
+    if part.get("type") == TOOL_RESULT and "tool_call_id" in part:
+        return {str(part["tool_call_id"])}
+    return set()
+
+
+NON_CONTENT_PARTS = frozenset({"step-start"})
+"""Part types that carry nothing for the model (ai-sdk's step boundaries)."""
 
 
 def _only_parts(message: Message, keep: list[int]) -> Message | None:
-    """The message with only the parts at ``keep`` (``None`` if none are left)."""
+    """The message with only the parts at ``keep``.
+
+    ``None`` when nothing but non-content parts (``step-start``) would be
+    left: a husk of step markers must not stay in the window and cost tokens.
+    """
     if len(keep) == len(message.parts):
         return message
-    if not keep:
+    if all(message.parts[i].get("type") in NON_CONTENT_PARTS for i in keep):
         return None
     kept = set(keep)
     removed = sum(message.part_tokens[i] for i in range(len(message.parts)) if i not in kept)
