@@ -29,13 +29,6 @@ BUDGET = 1000
 OK_MESSAGE = text_message("hello")
 
 
-@pytest.fixture(scope="module")
-def api(server: ServerProcess) -> Iterator[Api]:
-    client = connect(server)
-    yield client
-    client.close()
-
-
 @pytest.fixture
 def context_id(api: Api) -> str:
     """A context with one message and some metadata."""

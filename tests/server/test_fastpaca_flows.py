@@ -21,7 +21,6 @@ from tests.server._api import (
     Api,
     assert_error,
     check_response,
-    connect,
     new_id,
     state,
     text_message,
@@ -29,13 +28,6 @@ from tests.server._api import (
     tool_result_message,
 )
 from tests.support.server import ServerProcess
-
-
-@pytest.fixture(scope="module")
-def api(server: ServerProcess) -> Iterator[Api]:
-    client = connect(server)
-    yield client
-    client.close()
 
 
 class OriginalSdk:

@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-
-import pytest
 
 from tests.server._api import Api, assert_error, connect, new_id, state, text_message
 from tests.support.server import ServerProcess
-
-
-@pytest.fixture(scope="module")
-def api(server: ServerProcess) -> Iterator[Api]:
-    client = connect(server)
-    yield client
-    client.close()
 
 
 def messages_url(context_id: str) -> str:

@@ -8,13 +8,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.server._api import Api, connect, metric_value, text_message
+from tests.server._api import Api, metric_value, text_message
 from tests.support.server import REPO, ServerProcess, free_port
 
 METRIC_NAMES = [
@@ -26,13 +25,6 @@ METRIC_NAMES = [
     "fastpaca_window_tokens",
 ]
 MESSAGES_ROUTE = "/v1/contexts/{context_id}/messages"
-
-
-@pytest.fixture(scope="module")
-def api(server: ServerProcess) -> Iterator[Api]:
-    client = connect(server)
-    yield client
-    client.close()
 
 
 def scrape(api: Api) -> str:

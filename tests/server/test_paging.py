@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from tests.server._api import Api, assert_error, connect, new_id, state, text_message
-from tests.support.server import ServerProcess
+from tests.server._api import Api, assert_error, new_id, state, text_message
 
 TOTAL = 263
-
-
-@pytest.fixture(scope="module")
-def api(server: ServerProcess) -> Iterator[Api]:
-    client = connect(server)
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")

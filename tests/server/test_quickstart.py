@@ -2,19 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
-from tests.server._api import Api, assert_error, connect, new_id, state, text_message
-from tests.support.server import ServerProcess
-
-
-@pytest.fixture(scope="module")
-def api(server: ServerProcess) -> Iterator[Api]:
-    client = connect(server)
-    yield client
-    client.close()
+from tests.server._api import Api, assert_error, new_id, state, text_message
 
 
 def test_quick_start_flow(api: Api) -> None:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from fastpaca_server.tokens import encoding
 
-from tests.server._api import Api, connect, new_id, text_message
-from tests.support.server import ServerProcess
+from tests.server._api import Api, new_id, text_message
 
 OVERHEAD = 4  # tokens of chat framing added to every message
 
@@ -31,13 +29,6 @@ def count(text: str, tokenizer: str) -> int:
 
 def compact_json(part: dict) -> str:
     return json.dumps(part, separators=(",", ":"), ensure_ascii=False)
-
-
-@pytest.fixture(scope="module")
-def api(server: ServerProcess) -> Iterator[Api]:
-    client = connect(server)
-    yield client
-    client.close()
 
 
 @pytest.mark.parametrize("tokenizer", ["o200k_base", "cl100k_base"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import pytest
 
@@ -11,20 +10,11 @@ from tests.server._api import (
     JSON,
     Api,
     assert_error,
-    connect,
     state,
     text_message,
     tool_call_message,
     tool_result_message,
 )
-from tests.support.server import ServerProcess
-
-
-@pytest.fixture(scope="module")
-def api(server: ServerProcess) -> Iterator[Api]:
-    client = connect(server)
-    yield client
-    client.close()
 
 
 def window_seqs(window: JSON) -> list[int | None]:
