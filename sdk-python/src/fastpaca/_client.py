@@ -1,0 +1,183 @@
+"""The entry points: :class:`Fastpaca` and its async twin :class:`AsyncFastpaca`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from ._base_client import (
+    DEFAULT_MAX_RETRIES,
+    NOT_GIVEN,
+    AsyncAPIClient,
+    NotGiven,
+    SyncAPIClient,
+    TimeoutTypes,
+)
+from ._context import AsyncContext, Context, delete_context_call, put_context_call
+from ._types import ContextInfo, Policy, Strategy, Tokenizer
+
+__all__ = ["AsyncFastpaca", "Fastpaca"]
+
+
+def _has_options(*options: object) -> bool:
+    return any(option is not None for option in options)
+
+
+class Fastpaca(SyncAPIClient):
+    """A client for one Fastpaca server.
+
+    Args:
+        base_url: the server, e.g. ``http://127.0.0.1:4000`` (a trailing ``/v1``, as
+            the original SDK took, is accepted). Default: ``$FASTPACA_URL``, else
+            ``http://127.0.0.1:4000``.
+        api_key: sent as ``Authorization: Bearer …``. Default: ``$FASTPACA_API_KEY``.
+        timeout: seconds (or an :class:`httpx.Timeout`) per request. Default: 60 s,
+            5 s to connect (or the ``http_client``'s own timeout).
+        max_retries: retries of a failed request (connection errors, 429, 5xx;
+            never 409). Default 2.
+        http_client: an :class:`httpx.Client` to send with (custom transport,
+            proxies, tests). It is not closed by :meth:`close`.
+
+    Use it as a context manager, or call :meth:`close`, to release connections.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        self._configure(
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            client_timeout=http_client.timeout if http_client is not None else None,
+        )
+        self._setup_http(http_client)
+
+    def context(
+        self,
+        context_id: str,
+        *,
+        budget: int | None = None,
+        trigger: float | None = None,
+        policy: Policy | Strategy | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> Context:
+        """A handle on the context ``context_id``.
+
+        With any option given it creates the context or replaces its config (``PUT``;
+        options left out go back to their defaults, and ``budget`` is required by the
+        server); with none, no request is made.
+
+        Args:
+            budget: ``token_budget``, the window's token budget.
+            trigger: ``trigger_ratio`` (0 < r ≤ 1, default 0.7).
+            policy: ``{"strategy": …, "config": {…}}`` or just a strategy name
+                (``"last_n"``, ``"skip_parts"``, ``"manual"``).
+            metadata: replaces the context's metadata.
+            tokenizer: ``"o200k_base"`` (default) or ``"cl100k_base"``.
+        """
+        info: ContextInfo | None = None
+        if _has_options(budget, trigger, policy, metadata, tokenizer):
+            call = put_context_call(
+                context_id,
+                budget=budget,
+                trigger=trigger,
+                policy=policy,
+                metadata=metadata,
+                tokenizer=tokenizer,
+            )
+            info = self._send(call)
+        return Context(self, context_id, info)
+
+    def delete_context(self, context_id: str) -> ContextInfo:
+        """Tombstone a context (the same as ``client.context(id).delete()``)."""
+        return self._send(delete_context_call(context_id))
+
+    def __enter__(self) -> Fastpaca:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Fastpaca(base_url={self.base_url!r})"
+
+
+class AsyncFastpaca(AsyncAPIClient):
+    """The async twin of :class:`Fastpaca` (same arguments; ``http_client`` is an
+    :class:`httpx.AsyncClient`). ``client.context(…)`` is awaited."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._configure(
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            client_timeout=http_client.timeout if http_client is not None else None,
+        )
+        self._setup_http(http_client)
+
+    async def context(
+        self,
+        context_id: str,
+        *,
+        budget: int | None = None,
+        trigger: float | None = None,
+        policy: Policy | Strategy | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> AsyncContext:
+        """A handle on the context ``context_id`` (see :meth:`Fastpaca.context`)."""
+        info: ContextInfo | None = None
+        if _has_options(budget, trigger, policy, metadata, tokenizer):
+            call = put_context_call(
+                context_id,
+                budget=budget,
+                trigger=trigger,
+                policy=policy,
+                metadata=metadata,
+                tokenizer=tokenizer,
+            )
+            info = await self._send(call)
+        return AsyncContext(self, context_id, info)
+
+    async def delete_context(self, context_id: str) -> ContextInfo:
+        """Tombstone a context."""
+        return await self._send(delete_context_call(context_id))
+
+    async def __aenter__(self) -> AsyncFastpaca:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncFastpaca(base_url={self.base_url!r})"

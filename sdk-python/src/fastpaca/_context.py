@@ -1,0 +1,551 @@
+"""One context (conversation): :class:`Context` and its async twin :class:`AsyncContext`.
+
+Both build their requests with :class:`_ContextRequests`, so a route's path,
+parameters and parsing live in one place; the twins only send them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import httpx
+
+from ._base_client import Call, decode_json
+from ._events import SSEDecoder, to_event
+from ._exceptions import EventsUnavailableError, NotFoundError
+from ._stream import (
+    AsyncContextStream,
+    AsyncStreamFunction,
+    ChunkT,
+    ContextStream,
+    OnAbandon,
+    StreamAccumulator,
+    StreamFunction,
+)
+from ._types import (
+    AppendResult,
+    CompactResult,
+    ContextInfo,
+    Event,
+    MessageInput,
+    MessagePage,
+    Policy,
+    StoredMessage,
+    Strategy,
+    Tokenizer,
+    Window,
+)
+
+if TYPE_CHECKING:
+    from ._client import AsyncFastpaca, Fastpaca
+
+__all__ = ["AsyncContext", "Context"]
+
+TAIL_LIMIT = 100
+"""``GET …/tail`` page size when none is given (the server's and the original's default)."""
+MESSAGES_LIMIT = 50
+"""``GET …/messages`` page size when none is given (the server's default)."""
+HISTORY_PAGE_SIZE = 1000
+"""Page size ``iter_history`` reads with (the server's maximum)."""
+
+
+def new_idempotency_key() -> str:
+    """A fresh idempotency key for a write the caller gave none for."""
+    return f"fp-{uuid.uuid4().hex}"
+
+
+def context_path(context_id: str, suffix: str = "") -> str:
+    """``/v1/contexts/{id}{suffix}``, the id percent-encoded."""
+    return f"/v1/contexts/{quote(context_id, safe='')}{suffix}"
+
+
+def _replayed(response: httpx.Response) -> bool:
+    return str(response.headers.get("idempotent-replayed", "")).lower() == "true"
+
+
+def _parse_context(response: httpx.Response) -> ContextInfo:
+    return ContextInfo.from_json(decode_json(response))
+
+
+def _parse_append(response: httpx.Response) -> AppendResult:
+    return AppendResult.from_json(decode_json(response), replayed=_replayed(response))
+
+
+def _parse_compact(response: httpx.Response) -> CompactResult:
+    return CompactResult.from_json(decode_json(response), replayed=_replayed(response))
+
+
+def _parse_window(response: httpx.Response) -> Window:
+    return Window.from_json(decode_json(response))
+
+
+def _parse_page(response: httpx.Response) -> MessagePage:
+    return MessagePage.from_json(decode_json(response))
+
+
+def _without_none(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _with_token_count(message: MessageInput, token_count: int | None) -> dict[str, Any]:
+    body = dict(message)
+    if token_count is not None:
+        body["token_count"] = token_count
+    return body
+
+
+def put_context_call(
+    context_id: str,
+    *,
+    budget: int | None,
+    trigger: float | None,
+    policy: Policy | Strategy | None,
+    metadata: Mapping[str, Any] | None,
+    tokenizer: Tokenizer | None,
+) -> Call[ContextInfo]:
+    """``PUT /v1/contexts/{id}``: the config is replaced as a whole (see docs/api.md)."""
+    if isinstance(policy, str):
+        policy = {"strategy": policy}
+    body = _without_none(
+        {
+            "token_budget": budget,
+            "trigger_ratio": trigger,
+            "policy": policy,
+            "tokenizer": tokenizer,
+            "metadata": dict(metadata) if metadata is not None else None,
+        }
+    )
+    return Call("PUT", context_path(context_id), _parse_context, json=body)
+
+
+def delete_context_call(context_id: str) -> Call[ContextInfo]:
+    """``DELETE /v1/contexts/{id}``: tombstone."""
+    return Call("DELETE", context_path(context_id), _parse_context)
+
+
+class _ContextRequests:
+    """The requests of one context's routes, shared by the sync and async twins."""
+
+    id: str
+
+    def _get_call(self) -> Call[ContextInfo]:
+        return Call("GET", context_path(self.id), _parse_context)
+
+    def _append_call(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        single: bool,
+        if_version: int | None,
+        idempotency_key: str | None,
+    ) -> Call[AppendResult]:
+        body: dict[str, Any] = {"message": messages[0]} if single else {"messages": messages}
+        body["idempotency_key"] = idempotency_key or new_idempotency_key()
+        if if_version is not None:
+            body["if_version"] = if_version
+        return Call("POST", context_path(self.id, "/messages"), _parse_append, json=body)
+
+    def _window_call(self, budget_tokens: int | None, if_version: int | None) -> Call[Window]:
+        params = _without_none({"budget_tokens": budget_tokens, "if_version": if_version})
+        return Call("GET", context_path(self.id, "/context"), _parse_window, params=params)
+
+    def _compact_call(
+        self,
+        messages: Iterable[Mapping[str, Any]],
+        if_version: int | None,
+        idempotency_key: str | None,
+    ) -> Call[CompactResult]:
+        body: dict[str, Any] = {
+            "replacement": [dict(message) for message in messages],
+            "idempotency_key": idempotency_key or new_idempotency_key(),
+        }
+        if if_version is not None:
+            body["if_version"] = if_version
+        return Call("POST", context_path(self.id, "/compact"), _parse_compact, json=body)
+
+    def _tail_call(self, offset: int, limit: int) -> Call[MessagePage]:
+        params = {"offset": offset, "limit": limit}
+        return Call("GET", context_path(self.id, "/tail"), _parse_page, params=params)
+
+    def _messages_call(
+        self, after_seq: int, before_seq: int | None, limit: int
+    ) -> Call[MessagePage]:
+        params = _without_none({"after_seq": after_seq, "before_seq": before_seq, "limit": limit})
+        return Call("GET", context_path(self.id, "/messages"), _parse_page, params=params)
+
+    def _patch_metadata_call(
+        self, patch: Mapping[str, Any], if_version: int | None
+    ) -> Call[ContextInfo]:
+        body: dict[str, Any] = {"metadata": dict(patch)}
+        if if_version is not None:
+            body["if_version"] = if_version
+        return Call("PATCH", context_path(self.id, "/metadata"), _parse_context, json=body)
+
+    def _events_call(self, cursor: int | None) -> Call[None]:
+        params = _without_none({"cursor": cursor})
+        return Call(
+            "GET",
+            context_path(self.id, "/events"),
+            lambda response: None,
+            params=params,
+            headers={"Accept": "text/event-stream"},
+            timeout=httpx.Timeout(30.0, read=None),
+        )
+
+    def _events_unavailable(self, error: NotFoundError) -> EventsUnavailableError:
+        return EventsUnavailableError(
+            f"This Fastpaca server has no live event feed: GET {context_path(self.id, '/events')} "
+            f"answered 404 although context {self.id!r} exists. Live events need a server "
+            "with /v1/contexts/{id}/events (Server-Sent Events); until then poll "
+            "messages(after_seq=…) instead.",
+            response=error.response,
+            body=error.body,
+        )
+
+    @staticmethod
+    def _check_single(message: MessageInput) -> None:
+        if not isinstance(message, Mapping):
+            raise TypeError(
+                "append takes one message (a mapping with role and parts); "
+                "use append_many for a list"
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.id!r})"
+
+
+class Context(_ContextRequests):
+    """One conversation on a :class:`~fastpaca.Fastpaca` client.
+
+    Get one with ``client.context(id, …)``. Every method is one request (paging
+    helpers page), retried as the client is configured.
+    """
+
+    def __init__(self, client: Fastpaca, context_id: str, info: ContextInfo | None = None) -> None:
+        self._client = client
+        self.id = context_id
+        self.info = info
+        """The context as the PUT of ``client.context(id, …)`` answered (``None`` without one)."""
+
+    def get(self) -> ContextInfo:
+        """The context's config, metadata, status, version and counts."""
+        return self._client._send(self._get_call())
+
+    def append(
+        self,
+        message: MessageInput,
+        *,
+        token_count: int | None = None,
+        if_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AppendResult:
+        """Append one message to the log (and the window).
+
+        Args:
+            message: ``{"role": …, "parts": [...]}`` with optional ``id``, ``metadata``.
+            token_count: store this count instead of the server's (verbatim).
+            if_version: refuse (:class:`~fastpaca.ConflictError`) unless the context is
+                at this version.
+            idempotency_key: generated when not given; retries reuse it, so the
+                message is stored once.
+
+        Returns:
+            ``seq``, ``version`` and ``token_estimate`` of the stored message, and the
+            window's state after the append.
+        """
+        self._check_single(message)
+        body = _with_token_count(message, token_count)
+        call = self._append_call(
+            [body], single=True, if_version=if_version, idempotency_key=idempotency_key
+        )
+        return self._client._send(call)
+
+    def append_many(
+        self,
+        messages: Iterable[MessageInput],
+        *,
+        if_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AppendResult:
+        """Append a batch atomically (1 to 1,000 messages): all are stored, or none."""
+        bodies = [dict(message) for message in messages]
+        call = self._append_call(
+            bodies, single=False, if_version=if_version, idempotency_key=idempotency_key
+        )
+        return self._client._send(call)
+
+    def context(self, *, budget_tokens: int | None = None, if_version: int | None = None) -> Window:
+        """The LLM window: the messages for the next model call, with its ``version``.
+
+        Args:
+            budget_tokens: trim a copy of the window to this many tokens (this
+                response only).
+            if_version: refuse unless the context is at this version.
+        """
+        return self._client._send(self._window_call(budget_tokens, if_version))
+
+    def compact(
+        self,
+        messages: Iterable[Mapping[str, Any]],
+        *,
+        if_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> CompactResult:
+        """Replace the window with ``messages``; the log is untouched.
+
+        A message as read from :meth:`context` (with its ``seq``) keeps that log
+        message; a message without ``seq`` is new (a summary, say). Include your
+        system prompt: pinned messages are not carried over.
+        """
+        return self._client._send(self._compact_call(messages, if_version, idempotency_key))
+
+    def tail(self, *, offset: int = 0, limit: int = TAIL_LIMIT) -> MessagePage:
+        """A page of the newest messages, oldest first: the ``limit`` messages before
+        the newest ``offset``. ``page.has_more`` says whether older ones exist."""
+        return self._client._send(self._tail_call(offset, limit))
+
+    def messages(
+        self, *, after_seq: int = 0, before_seq: int | None = None, limit: int = MESSAGES_LIMIT
+    ) -> MessagePage:
+        """Messages with ``after_seq < seq < before_seq``, oldest first, at most ``limit``."""
+        return self._client._send(self._messages_call(after_seq, before_seq, limit))
+
+    def iter_history(self, *, after_seq: int = 0) -> Iterator[StoredMessage]:
+        """Every message of the log after ``after_seq``, oldest first, page by page."""
+        while True:
+            page = self.messages(after_seq=after_seq, limit=HISTORY_PAGE_SIZE)
+            yield from page
+            if not page.has_more or not page:
+                return
+            after_seq = page[-1]["seq"] or after_seq
+
+    def metadata(self) -> dict[str, Any]:
+        """The context's metadata."""
+        return self.get().metadata
+
+    def update_metadata(
+        self, patch: Mapping[str, Any], *, if_version: int | None = None
+    ) -> ContextInfo:
+        """Merge ``patch`` into the metadata (RFC 7396: ``None`` removes a key)."""
+        return self._client._send(self._patch_metadata_call(patch, if_version))
+
+    def delete(self) -> ContextInfo:
+        """Tombstone the context: history stays readable, writes get 409."""
+        return self._client._send(delete_context_call(self.id))
+
+    def events(self, *, cursor: int | None = None) -> Iterator[Event]:
+        """The context's live events from ``cursor`` (a version) on, as they happen.
+
+        Raises :class:`~fastpaca.EventsUnavailableError` when the server has no
+        event feed (servers before the streams release). The iterator ends when
+        the server closes the stream; resume with ``cursor=`` the last
+        ``event.version``.
+        """
+        call = self._events_call(cursor)
+        try:
+            opened = self._client._open(call, stream=True)
+            response = opened.__enter__()
+        except NotFoundError as error:
+            self.get()  # a missing context raises its own NotFoundError here
+            raise self._events_unavailable(error) from error
+        try:
+            decoder = SSEDecoder()
+            for message in decoder.iter_lines(response.iter_lines()):
+                event = to_event(message)
+                if event is not None:
+                    yield event
+        finally:
+            opened.__exit__(None, None, None)
+
+    def stream(
+        self,
+        fn: StreamFunction[ChunkT],
+        *,
+        accumulator: StreamAccumulator | None = None,
+        budget_tokens: int | None = None,
+        if_unchanged: bool = False,
+        idempotency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        on_abandon: OnAbandon = "discard",
+    ) -> ContextStream[ChunkT]:
+        """Read the window, call ``fn(messages)``, and pass the model's stream through.
+
+        Iterate the returned stream for the model's own chunks. When the model's
+        stream ends normally the assembled assistant message (text, tool calls,
+        reasoning) is appended once, with the provider's completion-token count
+        when the stream reports usage; ``stream.result`` then holds the append's
+        result. If the call or the stream raises, nothing is appended. See
+        :mod:`fastpaca._stream` for abandoned streams.
+
+        Args:
+            fn: gets the window's messages, returns the model's stream (e.g.
+                ``lambda messages: openai.chat.completions.create(…, stream=True)``).
+            accumulator: how to assemble the chunks; chosen from the first chunk
+                when not given.
+            budget_tokens: read the window trimmed to this many tokens.
+            if_unchanged: append only if nothing else wrote to the context since the
+                window was read (``if_version`` = the window's version); a
+                :class:`~fastpaca.ConflictError` otherwise.
+            idempotency_key: the append's key (generated when not given).
+            metadata: metadata for the appended message.
+            on_abandon: ``"discard"`` (default) or ``"append_partial"``.
+        """
+        window = self.context(budget_tokens=budget_tokens)
+        source = fn(window.messages)
+        return ContextStream(
+            context=self,
+            window=window,
+            source=source,
+            accumulator=accumulator,
+            if_version=window.version if if_unchanged else None,
+            idempotency_key=idempotency_key or new_idempotency_key(),
+            metadata=metadata,
+            on_abandon=on_abandon,
+        )
+
+
+class AsyncContext(_ContextRequests):
+    """The async twin of :class:`Context`, on an :class:`~fastpaca.AsyncFastpaca` client."""
+
+    def __init__(
+        self, client: AsyncFastpaca, context_id: str, info: ContextInfo | None = None
+    ) -> None:
+        self._client = client
+        self.id = context_id
+        self.info = info
+        """The context as the PUT of ``client.context(id, …)`` answered (``None`` without one)."""
+
+    async def get(self) -> ContextInfo:
+        """The context's config, metadata, status, version and counts."""
+        return await self._client._send(self._get_call())
+
+    async def append(
+        self,
+        message: MessageInput,
+        *,
+        token_count: int | None = None,
+        if_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AppendResult:
+        """Append one message (see :meth:`Context.append`)."""
+        self._check_single(message)
+        body = _with_token_count(message, token_count)
+        call = self._append_call(
+            [body], single=True, if_version=if_version, idempotency_key=idempotency_key
+        )
+        return await self._client._send(call)
+
+    async def append_many(
+        self,
+        messages: Iterable[MessageInput],
+        *,
+        if_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AppendResult:
+        """Append a batch atomically (see :meth:`Context.append_many`)."""
+        bodies = [dict(message) for message in messages]
+        call = self._append_call(
+            bodies, single=False, if_version=if_version, idempotency_key=idempotency_key
+        )
+        return await self._client._send(call)
+
+    async def context(
+        self, *, budget_tokens: int | None = None, if_version: int | None = None
+    ) -> Window:
+        """The LLM window (see :meth:`Context.context`)."""
+        return await self._client._send(self._window_call(budget_tokens, if_version))
+
+    async def compact(
+        self,
+        messages: Iterable[Mapping[str, Any]],
+        *,
+        if_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> CompactResult:
+        """Replace the window (see :meth:`Context.compact`)."""
+        return await self._client._send(self._compact_call(messages, if_version, idempotency_key))
+
+    async def tail(self, *, offset: int = 0, limit: int = TAIL_LIMIT) -> MessagePage:
+        """A page of the newest messages, oldest first (see :meth:`Context.tail`)."""
+        return await self._client._send(self._tail_call(offset, limit))
+
+    async def messages(
+        self, *, after_seq: int = 0, before_seq: int | None = None, limit: int = MESSAGES_LIMIT
+    ) -> MessagePage:
+        """Messages by seq range (see :meth:`Context.messages`)."""
+        return await self._client._send(self._messages_call(after_seq, before_seq, limit))
+
+    async def iter_history(self, *, after_seq: int = 0) -> AsyncIterator[StoredMessage]:
+        """Every message of the log after ``after_seq``, oldest first, page by page."""
+        while True:
+            page = await self.messages(after_seq=after_seq, limit=HISTORY_PAGE_SIZE)
+            for message in page:
+                yield message
+            if not page.has_more or not page:
+                return
+            after_seq = page[-1]["seq"] or after_seq
+
+    async def metadata(self) -> dict[str, Any]:
+        """The context's metadata."""
+        return (await self.get()).metadata
+
+    async def update_metadata(
+        self, patch: Mapping[str, Any], *, if_version: int | None = None
+    ) -> ContextInfo:
+        """Merge ``patch`` into the metadata (RFC 7396)."""
+        return await self._client._send(self._patch_metadata_call(patch, if_version))
+
+    async def delete(self) -> ContextInfo:
+        """Tombstone the context."""
+        return await self._client._send(delete_context_call(self.id))
+
+    async def events(self, *, cursor: int | None = None) -> AsyncIterator[Event]:
+        """The context's live events (see :meth:`Context.events`)."""
+        call = self._events_call(cursor)
+        try:
+            opened = self._client._open(call, stream=True)
+            response = await opened.__aenter__()
+        except NotFoundError as error:
+            await self.get()
+            raise self._events_unavailable(error) from error
+        try:
+            decoder = SSEDecoder()
+            async for line in response.aiter_lines():
+                message = decoder.decode(line)
+                if message is None:
+                    continue
+                event = to_event(message)
+                if event is not None:
+                    yield event
+        finally:
+            await opened.__aexit__(None, None, None)
+
+    async def stream(
+        self,
+        fn: AsyncStreamFunction[ChunkT],
+        *,
+        accumulator: StreamAccumulator | None = None,
+        budget_tokens: int | None = None,
+        if_unchanged: bool = False,
+        idempotency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        on_abandon: OnAbandon = "discard",
+    ) -> AsyncContextStream[ChunkT]:
+        """Read the window, call (and await) ``fn(messages)``, pass the stream through
+        (see :meth:`Context.stream`): ``stream = await ctx.stream(fn)``, then
+        ``async for chunk in stream``."""
+        window = await self.context(budget_tokens=budget_tokens)
+        stream: AsyncContextStream[ChunkT] = AsyncContextStream(
+            context=self,
+            window=window,
+            accumulator=accumulator,
+            if_version=window.version if if_unchanged else None,
+            idempotency_key=idempotency_key or new_idempotency_key(),
+            metadata=metadata,
+            on_abandon=on_abandon,
+        )
+        await stream._start(fn(window.messages))
+        return stream
