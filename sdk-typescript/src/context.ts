@@ -1,0 +1,240 @@
+import { APIConnectionError, APIUserAbortError } from './errors.js';
+import { newIdempotencyKey } from './_ids.js';
+import { readServerSentEvents } from './_sse.js';
+import { backoffSeconds, sleep, type Transport } from './_transport.js';
+import { type AllFields, callOperation, type QueryOf, type Schemas } from './_wire.js';
+import { ContextStream, type ContextStreamOptions, type StreamCallback } from './stream.js';
+import type {
+  AppendManyOptions,
+  AppendOptions,
+  AppendResult,
+  CompactOptions,
+  CompactResult,
+  Context,
+  ContextEvent,
+  ContextWindow,
+  EventsOptions,
+  FastpacaMessage,
+  MessagePage,
+  MessagesOptions,
+  Metadata,
+  ReplacementMessage,
+  RequestOptions,
+  TailOptions,
+  UpdateMetadataOptions,
+  WindowOptions,
+} from './types.js';
+
+/**
+ * One context (conversation) on the server: its message log and its LLM
+ * window. Get one with `client.context(id, options)`. Every method is one
+ * REST call (plus retries), except `stream`, which reads the window, runs the
+ * model and appends the answer.
+ */
+export class FastpacaContext {
+  /** The context id. */
+  readonly id: string;
+  private readonly transport: Transport;
+
+  /** @internal Use `client.context(id)`. */
+  constructor(transport: Transport, id: string) {
+    this.transport = transport;
+    this.id = id;
+  }
+
+  /** Config, metadata, status, version and counts (`GET /v1/contexts/{id}`). */
+  get(options: RequestOptions = {}): Promise<Context> {
+    return callOperation(this.transport, 'getContext', { contextId: this.id, signal: options.signal });
+  }
+
+  /**
+   * Append one message; answers `{ seq, version, token_estimate, … }`. One
+   * idempotency key per call (yours or a new one) is reused across retries,
+   * so a retried append is stored once. `ifVersion` turns a stale write into
+   * a `ConflictError` (409), and nothing is stored.
+   */
+  append(message: FastpacaMessage, options: AppendOptions = {}): Promise<AppendResult> {
+    const wireMessage = toWireMessage(message);
+    if (options.tokenCount !== undefined) {
+      wireMessage.token_count = options.tokenCount;
+    }
+    return callOperation(this.transport, 'appendMessages', {
+      contextId: this.id,
+      body: {
+        message: wireMessage,
+        messages: undefined,
+        idempotency_key: options.idempotencyKey ?? newIdempotencyKey(),
+        if_version: options.ifVersion,
+      } satisfies AllFields<Schemas['AppendRequest']>,
+      signal: options.signal,
+    });
+  }
+
+  /** Append 1–1,000 messages atomically (consecutive seqs, one version bump). */
+  appendMany(messages: readonly FastpacaMessage[], options: AppendManyOptions = {}): Promise<AppendResult> {
+    return callOperation(this.transport, 'appendMessages', {
+      contextId: this.id,
+      body: {
+        message: undefined,
+        messages: messages.map(toWireMessage),
+        idempotency_key: options.idempotencyKey ?? newIdempotencyKey(),
+        if_version: options.ifVersion,
+      } satisfies AllFields<Schemas['AppendRequest']>,
+      signal: options.signal,
+    });
+  }
+
+  /**
+   * The LLM window: `messages` in window order, `version`, `used_tokens`,
+   * `needs_compaction`, `segments`. `budgetTokens` trims a copy for this
+   * answer only.
+   */
+  context(options: WindowOptions = {}): Promise<ContextWindow> {
+    return callOperation(this.transport, 'getWindow', {
+      contextId: this.id,
+      query: {
+        budget_tokens: options.budgetTokens,
+        if_version: options.ifVersion,
+      } satisfies AllFields<QueryOf<'getWindow'>>,
+      signal: options.signal,
+    });
+  }
+
+  /**
+   * Replace the window wholesale; the log is untouched. Pass messages as
+   * `context()` returned them (with their `seq`) to keep them, and new ones
+   * (a summary) without: `compact([summary, ...window.messages.slice(4)])`.
+   */
+  compact(messages: readonly ReplacementMessage[], options: CompactOptions = {}): Promise<CompactResult> {
+    return callOperation(this.transport, 'compactWindow', {
+      contextId: this.id,
+      body: {
+        replacement: messages.map(toWireReplacement),
+        idempotency_key: options.idempotencyKey ?? newIdempotencyKey(),
+        if_version: options.ifVersion,
+      } satisfies AllFields<Schemas['CompactRequest']>,
+      signal: options.signal,
+    });
+  }
+
+  /** Newest-first paging (`offset`, `limit` default 100); each page oldest first. */
+  getTail(options: TailOptions = {}): Promise<MessagePage> {
+    return callOperation(this.transport, 'tailMessages', {
+      contextId: this.id,
+      query: { offset: options.offset, limit: options.limit } satisfies AllFields<QueryOf<'tailMessages'>>,
+      signal: options.signal,
+    });
+  }
+
+  /** Seq-range paging, oldest first: `afterSeq < seq < beforeSeq`, `limit` default 50. */
+  messages(options: MessagesOptions = {}): Promise<MessagePage> {
+    return callOperation(this.transport, 'listMessages', {
+      contextId: this.id,
+      query: {
+        after_seq: options.afterSeq,
+        before_seq: options.beforeSeq,
+        limit: options.limit,
+      } satisfies AllFields<QueryOf<'listMessages'>>,
+      signal: options.signal,
+    });
+  }
+
+  /** Merge metadata (RFC 7396: nested objects merge, `null` removes a key). */
+  updateMetadata(metadata: Metadata, options: UpdateMetadataOptions = {}): Promise<Context> {
+    return callOperation(this.transport, 'patchMetadata', {
+      contextId: this.id,
+      body: { metadata, if_version: options.ifVersion } satisfies AllFields<Schemas['MetadataPatch']>,
+      signal: options.signal,
+    });
+  }
+
+  /** Tombstone the context: reads keep working, writes get `ConflictError` (409 `context_tombstoned`). */
+  delete(options: RequestOptions = {}): Promise<Context> {
+    return callOperation(this.transport, 'deleteContext', { contextId: this.id, signal: options.signal });
+  }
+
+  /**
+   * Feed the window to a model and keep its answer:
+   *
+   * ```ts
+   * const stream = ctx.stream((messages) => streamText({ model, messages }));
+   * return stream.toResponse();
+   * ```
+   *
+   * Returns at once. In the background it reads the window, converts it to
+   * ai-sdk model messages, calls `callback(messages, { uiMessages, window })`
+   * (which returns a `streamText` result), streams the answer to whoever reads
+   * `toResponse()` / `toUIMessageStream()`, and appends the finished assistant
+   * message (all its parts) exactly once. See `ContextStream`.
+   */
+  stream(callback: StreamCallback, options: ContextStreamOptions = {}): ContextStream {
+    return new ContextStream(this, callback, options);
+  }
+
+  /**
+   * The context's live events as Server-Sent Events (`GET …/events`), from
+   * after `cursor` (replay, then live). Reconnects after the last event's
+   * cursor when the feed drops; stop with `break` or `signal`.
+   */
+  async *events(options: EventsOptions = {}): AsyncGenerator<ContextEvent> {
+    const { signal } = options;
+    let cursor = options.cursor === undefined ? undefined : String(options.cursor);
+    let failures = 0;
+    for (;;) {
+      const response = await this.transport.open({
+        method: 'GET',
+        path: `/contexts/${encodeURIComponent(this.id)}/events`,
+        query: { cursor },
+        headers: { accept: 'text/event-stream' },
+        signal,
+      });
+      let failure: unknown;
+      try {
+        if (response.body === null) {
+          throw new APIConnectionError('The event feed answered without a body.');
+        }
+        for await (const event of readServerSentEvents(response.body, signal)) {
+          failures = 0;
+          if (event.id !== undefined) {
+            cursor = event.id;
+          }
+          yield { type: event.event ?? 'message', cursor: event.id, data: parseJsonOrText(event.data) };
+        }
+      } catch (error) {
+        failure = error;
+      }
+      if (signal?.aborted) {
+        throw new APIUserAbortError();
+      }
+      // The feed closed or broke: reconnect after the last cursor, within the retry budget.
+      failures += 1;
+      if (failures > this.transport.maxRetries) {
+        throw new APIConnectionError('The event feed kept closing.', { cause: failure });
+      }
+      await sleep(backoffSeconds(failures - 1, response.headers), signal);
+    }
+  }
+}
+
+/** The spec's `Message` fields of a message; anything else on it (`seq`, `created_at`, UI fields) stays behind. */
+function toWireMessage(message: FastpacaMessage): AllFields<Schemas['Message']> {
+  return {
+    id: message.id,
+    role: message.role,
+    parts: message.parts as Schemas['Part'][],
+    metadata: message.metadata as Metadata | null | undefined,
+    token_count: message.token_count,
+  };
+}
+
+function toWireReplacement(message: ReplacementMessage): AllFields<Schemas['ReplacementMessage']> {
+  return { ...toWireMessage(message), seq: message.seq, created_at: message.created_at };
+}
+
+function parseJsonOrText(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}

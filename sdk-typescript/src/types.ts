@@ -1,0 +1,210 @@
+/**
+ * Public types. Wire shapes are the spec's own (generated from
+ * `spec/openapi.yaml` at build time); the message input types are written
+ * here so that an ai-sdk `UIMessage` fits them without this module importing
+ * ai-sdk.
+ */
+
+import type { FetchFunction } from './_transport.js';
+import type { Schemas, SpecErrorCode } from './_wire.js';
+
+// ---------------------------------------------------------------------------
+// Wire shapes, as the spec defines them
+
+/** A context: config, metadata, status, version and counts (`GET /v1/contexts/{id}`). */
+export type Context = Schemas['Context'];
+/** The LLM window (`GET …/context`): `messages`, `version`, `used_tokens`, `needs_compaction`, `segments`. */
+export type ContextWindow = Schemas['Window'];
+/** A run of the window: consecutive log messages, or compaction replacements. */
+export type Segment = Schemas['Segment'];
+/** A message as stored, in the log or in the window (`seq` is null for compaction replacements). */
+export type StoredMessage = Schemas['StoredMessage'];
+/** A message of the log (always has a `seq`). */
+export type LogMessage = StoredMessage & { seq: number };
+/** A page of the log, oldest first (`tail` and `messages`). */
+export interface MessagePage {
+  messages: LogMessage[];
+  /** The `seq` of the newest message of the context. */
+  last_seq: number;
+  /** `tail`: older messages exist before the page; `messages`: more follow it in the range. */
+  has_more: boolean;
+}
+/** The answer to an append: `seq` and `token_estimate` are there when exactly one message was stored. */
+export type AppendResult = Schemas['AppendResult'];
+/** The answer to `compact`. */
+export type CompactResult = Schemas['CompactResult'];
+/** A window policy to set: `last_n`, `skip_parts` or `manual`, with its config. */
+export type Policy = Schemas['PolicyInput'];
+/** A window policy as stored, every default filled in. */
+export type StoredPolicy = Schemas['Policy'];
+/** The tokenizers the server counts with. */
+export type Tokenizer = Schemas['Tokenizer'];
+/** Free JSON object (at most 64 KiB). */
+export type Metadata = Schemas['Metadata'];
+
+/**
+ * An error code of the spec (`version_conflict`, `not_found`, …). Codes the
+ * spec does not list (`internal_error`, `method_not_allowed`) and `unknown`
+ * (no error body) are possible too.
+ */
+export type ErrorCode = SpecErrorCode | 'internal_error' | 'method_not_allowed' | 'unknown' | (string & {});
+
+// ---------------------------------------------------------------------------
+// Messages (ai-sdk `UIMessage`-shaped)
+
+/**
+ * One part of a message: a `type` and free fields, stored verbatim. Every
+ * ai-sdk `UIMessagePart` fits (`text`, `reasoning`, `tool-<name>`,
+ * `dynamic-tool`, `file`, `step-start`, …), and so do the server's
+ * `tool_call` (`id`, `name`, `payload`) and `tool_result` (`tool_call_id`,
+ * `payload`) parts.
+ */
+export type MessagePart = { type: string; [field: string]: unknown };
+
+/** `system`, `user`, `assistant`, `tool` carry meaning; any other string is stored too. */
+export type MessageRole = 'system' | 'user' | 'assistant' | 'tool' | (string & {});
+
+/**
+ * A message to append. An ai-sdk `UIMessage` (`id`, `role`, `parts`,
+ * `metadata`) fits as it is.
+ */
+export interface FastpacaMessage {
+  /** Kept as given; the server generates `msg_<32 hex>` when absent. */
+  id?: string | null | undefined;
+  role: MessageRole;
+  /** 1 to 1,000 parts. */
+  parts: readonly MessagePart[];
+  /** A JSON object or null (typed `unknown` so that any `UIMessage<METADATA>` fits). `metadata.pinned: true` pins the message. */
+  metadata?: unknown;
+  /** Used verbatim as the message's token count; the server counts when absent. */
+  token_count?: number | null | undefined;
+}
+
+/**
+ * A message of a compaction's replacement: a new message, or a message
+ * exactly as `ctx.context()` returned it (with its `seq`), which keeps that
+ * log message.
+ */
+export interface ReplacementMessage extends FastpacaMessage {
+  seq?: number | null | undefined;
+  /** Read-only; ignored by the server. */
+  created_at?: string | null | undefined;
+}
+
+/**
+ * A window message in ai-sdk `UIMessage` shape (see `toUIMessages`): roles
+ * `system`, `user`, `assistant`; server-style tool calls folded into
+ * `dynamic-tool` parts.
+ */
+export interface FastpacaUIMessage {
+  id: string;
+  role: 'system' | 'user' | 'assistant';
+  parts: MessagePart[];
+  metadata?: Metadata;
+}
+
+// ---------------------------------------------------------------------------
+// Options
+
+/** `createClient` options. */
+export interface ClientOptions {
+  /**
+   * Where the server is, with or without the `/v1` suffix
+   * (`http://localhost:4000` and `http://localhost:4000/v1` are the same).
+   * Default: `FASTPACA_URL` from the environment, else `http://localhost:4000/v1`.
+   */
+  baseUrl?: string | undefined;
+  /** Sent as `Authorization: Bearer <apiKey>`. Default: `FASTPACA_API_KEY` from the environment. */
+  apiKey?: string | undefined;
+  /** The fetch to use (default: the global `fetch`). Tests inject one. */
+  fetch?: FetchFunction | undefined;
+  /** Retries after the first try (network errors, timeouts, 408, 429, 5xx; never 409). Default 2. */
+  maxRetries?: number | undefined;
+  /** Per try, until the whole answer is read. Default 60,000 ms. */
+  timeoutMs?: number | undefined;
+  /** Extra headers sent with every request. */
+  defaultHeaders?: Record<string, string> | undefined;
+}
+
+/** `client.context(id, options)`: any option given makes it create or update the context (PUT). */
+export interface ContextOptions {
+  /** `token_budget`: the window's budget in tokens (required to create a context). */
+  budget?: number | undefined;
+  /** `trigger_ratio`: the policy runs above `trigger × budget` tokens (default 0.7). */
+  trigger?: number | undefined;
+  /** The window policy (default `{ strategy: 'last_n' }`). */
+  policy?: Policy | undefined;
+  /** Replaces the context's metadata when given. */
+  metadata?: Metadata | undefined;
+  /** Default `o200k_base`; cannot change once the context has messages. */
+  tokenizer?: Tokenizer | undefined;
+}
+
+/** Options every call takes. */
+export interface RequestOptions {
+  /** Aborts the request (and its retries). */
+  signal?: AbortSignal | undefined;
+}
+
+export interface AppendOptions extends RequestOptions {
+  /** 409 `version_conflict` unless the context is at this version; nothing is stored then. */
+  ifVersion?: number | undefined;
+  /** Used verbatim as the message's token count. */
+  tokenCount?: number | undefined;
+  /** Default: a new key per call, reused across that call's retries. */
+  idempotencyKey?: string | undefined;
+}
+
+export interface AppendManyOptions extends RequestOptions {
+  ifVersion?: number | undefined;
+  /** Default: a new key per call, reused across that call's retries. */
+  idempotencyKey?: string | undefined;
+}
+
+export interface WindowOptions extends RequestOptions {
+  /** Trim a copy of the window to this many tokens, for this answer only. */
+  budgetTokens?: number | undefined;
+  /** 409 `version_conflict` unless the context is at this version. */
+  ifVersion?: number | undefined;
+}
+
+export interface CompactOptions extends RequestOptions {
+  ifVersion?: number | undefined;
+  /** Default: a new key per call, reused across that call's retries. */
+  idempotencyKey?: string | undefined;
+}
+
+export interface TailOptions extends RequestOptions {
+  /** Skip this many of the newest messages (default 0). */
+  offset?: number | undefined;
+  /** Page size, 1–1,000 (default 100). */
+  limit?: number | undefined;
+}
+
+export interface MessagesOptions extends RequestOptions {
+  /** Only `seq > afterSeq` (default 0). */
+  afterSeq?: number | undefined;
+  /** Only `seq < beforeSeq`. */
+  beforeSeq?: number | undefined;
+  /** Page size, 1–1,000 (default 50). */
+  limit?: number | undefined;
+}
+
+export interface UpdateMetadataOptions extends RequestOptions {
+  ifVersion?: number | undefined;
+}
+
+export interface EventsOptions extends RequestOptions {
+  /** Replay from after this cursor (an event's `cursor`), then follow live. */
+  cursor?: string | number | undefined;
+}
+
+/** One event of a context's Server-Sent Events feed (`GET …/events`). */
+export interface ContextEvent {
+  /** The SSE event name, noun-verb (`message.appended`, …); `message` when the server sent none. */
+  type: string;
+  /** The SSE `id`: pass it as `cursor` to resume after this event. */
+  cursor: string | undefined;
+  /** The event's `data`, parsed as JSON (the raw text when it is not JSON). */
+  data: unknown;
+}
