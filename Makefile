@@ -6,34 +6,51 @@ HOST ?= $(or $(FASTPACA_HOST),127.0.0.1)
 PORT ?= $(or $(FASTPACA_PORT),4000)
 DATA_DIR ?= $(or $(FASTPACA_DATA_DIR),./data)
 
-.PHONY: install serve test lint typecheck pytest bench clean
+.PHONY: install serve test lint typecheck pytest tstest bench clean
 
-install: $(VENV)/.installed
+TS := sdk-typescript
 
-$(VENV)/.installed: server/pyproject.toml requirements-dev.txt
+install: $(VENV)/.installed $(TS)/node_modules/.installed
+
+PACKAGES := sdk-python integrations/openai integrations/anthropic integrations/langchain
+PACKAGE_SOURCES := sdk-python/src/fastpaca integrations/openai/src/fastpaca_openai \
+	integrations/anthropic/src/fastpaca_anthropic integrations/langchain/src/langchain_fastpaca
+
+$(VENV)/.installed: server/pyproject.toml requirements-dev.txt $(addsuffix /pyproject.toml,$(PACKAGES))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt -e server
+	$(BIN)/pip install --quiet -r requirements-dev.txt -e server $(addprefix -e ,$(PACKAGES))
 	$(BIN)/python -m fastpaca_server.tokens --check
 	touch $@
 
-serve: install
+# The TypeScript SDK: npm ci (exact lock file), then generate the wire types from
+# spec/openapi.yaml, type-check (tsc --strict) and build dist/.
+$(TS)/node_modules/.installed: $(TS)/package.json $(TS)/package-lock.json spec/openapi.yaml
+	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error && npm run build
+	touch $@
+
+serve: $(VENV)/.installed
 	$(BIN)/fastpaca-server --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
 lint: install
-	$(BIN)/ruff check server tests bench examples
-	$(BIN)/ruff format --check server tests bench examples
+	$(BIN)/ruff check server tests bench examples $(PACKAGES)
+	$(BIN)/ruff format --check server tests bench examples $(PACKAGES)
 
 typecheck: install
 	$(BIN)/mypy --strict server/src
+	$(BIN)/mypy --strict $(PACKAGE_SOURCES)
 
 pytest: install
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+# vitest starts its own server from .venv (so it runs after `install`).
+tstest: install
+	cd $(TS) && npm test
+
+test: lint typecheck pytest tstest
 
 bench: install
 	$(BIN)/python bench/append_latency.py
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(TS)/node_modules $(TS)/dist
