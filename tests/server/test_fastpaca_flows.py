@@ -236,6 +236,8 @@ def test_compact_refuses_kept_messages_that_were_changed(api: Api) -> None:
     fudged = {**read[0], "token_count": 999, "created_at": "1999-01-01T00:00:00.000Z"}
     api.post(url, json={"replacement": [fudged]})
     assert api.window(context_id)["messages"] == [read[0]]
+    blank = {**read[0], "created_at": ""}  # any string: it is ignored
+    assert api.post(url, json={"replacement": [blank]}).status_code == 200
     # Without its seq, the same message is a new one.
     new = {key: value for key, value in read[1].items() if key != "seq"}
     api.post(url, json={"replacement": [new]})

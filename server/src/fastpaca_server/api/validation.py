@@ -265,7 +265,7 @@ def message(value: Any, name: str, *, from_window: bool = False) -> JSONObject:
         )
     if from_window:
         if obj.get("created_at") is not None:
-            string(obj["created_at"], f"{name}.created_at", max_length=64)
+            string(obj["created_at"], f"{name}.created_at", max_length=64, min_length=0)
         if obj.get("seq") is not None:
             result["seq"] = integer(obj["seq"], f"{name}.seq", minimum=1, maximum=MAX_OFFSET)
     return result
