@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import time
-import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -30,8 +28,6 @@ from fastpaca_server.replication.journal import (
     write_file_durably,
 )
 from fastpaca_server.replication.node import _RaftNode
-from fastpaca_server.replication.snapshot import SnapshotStore
-from pysyncobj.config import SERIALIZER_STATE
 
 DELETE = object()
 
@@ -103,17 +99,11 @@ def _store_meta_without_fsync(self: DurableJournal) -> None:
     self._meta_dirty = False
 
 
-def _serialize_without_fsync(self: SnapshotStore, tmp_path: str, raft_data: Any) -> None:
-    # SnapshotStore.serialize with the file's fsync left out.
-    raft_part = pickle.dumps(tuple(raft_data), protocol=4)
-    state_part = self._current_state().to_bytes()
-    crc = zlib.crc32(raft_part + state_part)
-    with open(tmp_path, "wb") as handle:
-        handle.write(snapshot_module.MAGIC)
-        handle.write(snapshot_module._LENGTHS.pack(len(raft_part), len(state_part), crc))
-        handle.write(raft_part + state_part)
-    with self._lock:
-        self._status = SERIALIZER_STATE.SUCCESS
+def _write_file_without_fsync(path: str, chunks: list[bytes]) -> None:
+    # snapshot.write_file with the file's fsync left out (the child of the fork uses it).
+    with open(path, "wb") as handle:
+        for chunk in chunks:
+            handle.write(chunk)
 
 
 _real_delete_entries_to = DurableJournal.deleteEntriesTo
@@ -143,8 +133,8 @@ MUTATIONS: dict[str, Callable[[], list[Patch]]] = {
     "no-load-dump-override": lambda: [(_RaftNode, "_SyncObj__loadDumpFile", DELETE)],
     # the term/vote file without fsync
     "no-meta-fsync": lambda: [(DurableJournal, "_store_meta", _store_meta_without_fsync)],
-    # the snapshot file is not fsync'd before pysyncobj renames it in
-    "no-snapshot-file-fsync": lambda: [(SnapshotStore, "serialize", _serialize_without_fsync)],
+    # the snapshot file is not fsync'd before it is renamed into place
+    "no-snapshot-file-fsync": lambda: [(snapshot_module, "write_file", _write_file_without_fsync)],
     # the checker reports success without fsyncing the directory of the rename
     "no-snapshot-dir-fsync": lambda: [(snapshot_module, "fsync_directory", lambda path: None)],
     # timing only (see _slow_delete_entries_to)

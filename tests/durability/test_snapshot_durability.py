@@ -1,25 +1,28 @@
 """Snapshots: durable before the journal entries they cover are deleted.
 
-pysyncobj writes a snapshot by calling our ``serializer`` on ``<snapshot>.tmp``
-and then renaming it over the snapshot (``pysyncobj.serializer.atomicReplace``,
-``os.rename`` on Linux); if either raises it records a failure. On a later
-tick it asks our ``serializeChecker`` and, on SUCCESS, deletes the journal
-entries the snapshot covers (``DurableJournal.deleteEntriesTo``). So, in this
-order: the snapshot file is fsync'd, renamed in, the directory fsync'd, and only
-then the journal compacted; and SUCCESS only if the new snapshot is in place.
+pysyncobj calls our ``serializer`` on its Raft thread; it forks, and the child
+writes ``<snapshot>.writing``, fsyncs it, renames it over the snapshot and
+fsyncs the directory before it exits. On a later tick pysyncobj asks our
+``serializeChecker`` and, on SUCCESS (the child exited cleanly), deletes the
+journal entries the snapshot covers (``DurableJournal.deleteEntriesTo``). So,
+in this order: the snapshot file is fsync'd, renamed in, the directory
+fsync'd, and only then the journal compacted; and SUCCESS only if the new
+snapshot is in place.
 
-A real :class:`ReplicatedStore` runs in this process; ``os.fsync``, the rename
-and ``deleteEntriesTo`` are recorded in the order they happen.
+A real :class:`ReplicatedStore` runs in this process; ``os.fsync``,
+``os.replace`` and ``deleteEntriesTo`` are recorded in the order they happen,
+in the child of the fork as in this process (each event is appended to a
+file, which both share).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 from typing import Any
 
-import pysyncobj.serializer
 import pytest
 from fastpaca_server.replication import ReplicatedStore
 from fastpaca_server.replication.journal import DurableJournal
@@ -35,31 +38,45 @@ APPENDS = 130
 class DiskEvents:
     """``("fsync", path)``, ``("rename", source, target)`` and ``("compact",)`` in order."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_rename: int | None) -> None:
-        self.events: list[tuple[str, ...]] = []
-        self.renames = 0
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, log: Path, fail_rename: int | None) -> None:
+        self.log = log
         real_fsync = os.fsync
-        real_replace = pysyncobj.serializer.atomicReplace
+        real_replace = os.replace
         real_delete_entries_to = DurableJournal.deleteEntriesTo
 
+        def record(*event: str) -> None:
+            with open(log, "a") as handle:  # O_APPEND: one line per write, child or parent
+                handle.write(json.dumps(event) + "\n")
+
         def fsync(fd: int) -> None:
-            self.events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+            record("fsync", os.readlink(f"/proc/self/fd/{fd}"))
             real_fsync(fd)
 
-        def replace(source: str, target: str) -> Any:
-            self.renames += 1
-            if self.renames == fail_rename:
-                raise OSError(5, "Input/output error (injected)")
-            self.events.append(("rename", os.path.realpath(source), os.path.realpath(target)))
-            return real_replace(source, target)
+        def replace(source: Any, target: Any) -> None:
+            if str(source).endswith(f"{SNAPSHOT_FILE}.writing"):
+                if self.renames + 1 == fail_rename:
+                    record("failed rename", str(source))
+                    raise OSError(5, "Input/output error (injected)")
+                record("rename", os.path.realpath(source), os.path.realpath(target))
+            real_replace(source, target)
 
         def delete_entries_to(journal: DurableJournal, entryTo: int) -> None:
-            self.events.append(("compact",))
+            record("compact")
             real_delete_entries_to(journal, entryTo)
 
         monkeypatch.setattr(os, "fsync", fsync)
-        monkeypatch.setattr(pysyncobj.serializer, "atomicReplace", replace)
+        monkeypatch.setattr(os, "replace", replace)
         monkeypatch.setattr(DurableJournal, "deleteEntriesTo", delete_entries_to)
+
+    @property
+    def events(self) -> list[tuple[str, ...]]:
+        if not self.log.exists():
+            return []
+        return [tuple(json.loads(line)) for line in self.log.read_text().splitlines()]
+
+    @property
+    def renames(self) -> int:
+        return sum(1 for event in self.events if event[0] in ("rename", "failed rename"))
 
     def ordering_problems(self, data_dir: Path) -> list[str]:
         snapshot = os.path.realpath(data_dir / SNAPSHOT_FILE)
@@ -69,12 +86,12 @@ class DiskEvents:
         problems = [] if compactions else ["no compaction happened"]
         for number, at in enumerate(compactions):
             renames = [i for i in range(at) if events[i][0] == "rename"]
-            if not renames or events[renames[-1]][1:] != (f"{snapshot}.tmp", snapshot):
+            if not renames or events[renames[-1]][1:] != (f"{snapshot}.writing", snapshot):
                 problems.append(f"compaction {number}: no snapshot was renamed in before it")
                 continue
             rename = renames[-1]
             since = max((i for i in range(rename) if events[i][0] != "fsync"), default=-1)
-            if ("fsync", f"{snapshot}.tmp") not in events[since + 1 : rename]:
+            if ("fsync", f"{snapshot}.writing") not in events[since + 1 : rename]:
                 problems.append(f"compaction {number}: snapshot file not fsync'd before its rename")
             if ("fsync", directory) not in events[rename + 1 : at]:
                 problems.append(f"compaction {number}: directory not fsync'd after the rename")
@@ -112,10 +129,10 @@ def run(data_dir: Path, events: DiskEvents) -> list[str]:
 def test_snapshot_is_durable_before_the_journal_is_compacted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    events = DiskEvents(monkeypatch, fail_rename=None)
-    assert run(tmp_path, events) == []
+    events = DiskEvents(monkeypatch, tmp_path / "events.log", fail_rename=None)
+    assert run(tmp_path / "data", events) == []
     assert events.events.count(("compact",)) >= 2
-    assert events.ordering_problems(tmp_path) == []
+    assert events.ordering_problems(tmp_path / "data") == []
 
 
 @pytest.mark.parametrize("fix", ["no-snapshot-file-fsync", "no-snapshot-dir-fsync"])
@@ -123,13 +140,15 @@ def test_ordering_check_catches_a_missing_snapshot_fsync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fix: str
 ) -> None:
     mutations.apply_with(monkeypatch, fix)
-    events = DiskEvents(monkeypatch, fail_rename=None)
-    run(tmp_path, events)
-    assert events.ordering_problems(tmp_path) != []
+    events = DiskEvents(monkeypatch, tmp_path / "events.log", fail_rename=None)
+    run(tmp_path / "data", events)
+    assert events.ordering_problems(tmp_path / "data") != []
 
 
 def test_failed_snapshot_rename_does_not_lose_acknowledged_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    lost = run(tmp_path, DiskEvents(monkeypatch, fail_rename=2))
+    events = DiskEvents(monkeypatch, tmp_path / "events.log", fail_rename=2)
+    lost = run(tmp_path / "data", events)
     assert lost == [], f"{len(lost)} acknowledged appends lost: {lost[:5]} ..."
+    assert ("failed rename",) in [event[:1] for event in events.events]

@@ -250,6 +250,7 @@ class ReplicatedStore:
     def close(self) -> None:
         self._node.destroy()
         self._node._SyncObj__thread.join(timeout=10)
+        self.snapshots.close()
 
     @property
     def journal(self) -> DurableJournal:

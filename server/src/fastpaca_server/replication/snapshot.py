@@ -1,11 +1,21 @@
 """Snapshots of the state machine for pysyncobj's log compaction.
 
 pysyncobj is given our own ``serializer``/``deserializer``/``serializeChecker``
-(no fork, no pickle of the whole ``SyncObj``): a snapshot holds the core's
-canonical state bytes plus the two Raft entries pysyncobj needs to resume.
-The file is fsync'd; the checker reports success only after the directory
-holding the renamed file is fsync'd too, so pysyncobj deletes journal entries
-only once the snapshot that covers them is on stable storage.
+(no pickle of the whole ``SyncObj``): a snapshot holds the core's state bytes
+plus the two Raft entries pysyncobj needs to resume.
+
+**Snapshots never stop the world.** pysyncobj calls the serializer on its
+Raft thread. Serialising a large state there would block every write (and
+every read, which shares the state's lock) for as long as it takes, so the
+serializer ``fork()``s instead, as Redis does: the child process gets a
+copy-on-write image of the state exactly as it is at this point of the log,
+writes it to ``<snapshot>.writing``, fsyncs it, renames it over the snapshot
+and fsyncs the directory, then exits. The Raft thread pays only for the fork
+(page tables, not data) and goes on applying. The checker polls the child
+(``waitpid``, non-blocking) and reports success only once the child exited
+cleanly, so pysyncobj deletes journal entries only when the snapshot that
+covers them is on stable storage. pysyncobj's own rename of its temp path
+finds nothing to rename (the child never writes there) and is ignored.
 
 On start, :meth:`SnapshotStore.load` reads and checks the snapshot before
 pysyncobj runs (a damaged one raises :class:`SnapshotCorrupted`, a one-line
@@ -15,10 +25,12 @@ error, instead of failing on pysyncobj's thread); pysyncobj's first call to
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +40,8 @@ from pysyncobj.config import SERIALIZER_STATE
 from ..core import StateMachine
 from .data_dir import DataDirectoryError
 from .journal import fsync_directory
+
+logger = logging.getLogger(__name__)
 
 MAGIC = b"FPSNAP1\n"
 _LENGTHS = struct.Struct("<QQI")  # raft part length, state length, crc32 of both
@@ -58,10 +72,12 @@ class SnapshotStore:
         self._current_state = current_state
         self._install = install
         self._status = SERIALIZER_STATE.NOT_SERIALIZING
-        self._tmp_path: str | None = None
+        self._child: int | None = None
         self._lock = threading.Lock()
         self._loaded: Decoded | None = None
         self.snapshots_written = 0
+        self.fork_snapshots = hasattr(os, "fork")
+        self.last_fork_seconds = 0.0
 
     def load(self) -> bool:
         """Read and check the snapshot, if there is one, for pysyncobj to install.
@@ -75,41 +91,65 @@ class SnapshotStore:
         return True
 
     def serialize(self, tmp_path: str, raft_data: Any) -> None:
-        """pysyncobj ``serializer``: runs on the Raft thread, which is the only writer."""
-        try:
-            raft_part = pickle.dumps(tuple(raft_data), protocol=4)
-            state_part = self._current_state().to_bytes()
-            crc = zlib.crc32(raft_part + state_part)
-            with open(tmp_path, "wb") as handle:
-                handle.write(MAGIC + _LENGTHS.pack(len(raft_part), len(state_part), crc))
-                handle.write(raft_part)
-                handle.write(state_part)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except BaseException:
+        """pysyncobj ``serializer``: runs on the Raft thread, which is the only writer.
+
+        Forks a child that writes the snapshot (see the module docstring);
+        with ``fork_snapshots`` off, writes it here, blocking the Raft thread.
+        """
+        raft_part = pickle.dumps(tuple(raft_data), protocol=4)
+        machine = self._current_state()
+        if not self.fork_snapshots:
+            try:
+                write_snapshot(self.path, raft_part, machine)
+            except BaseException:
+                with self._lock:
+                    self._status = SERIALIZER_STATE.FAILED
+                raise
             with self._lock:
-                self._status = SERIALIZER_STATE.FAILED
-            raise
+                self._status = SERIALIZER_STATE.SUCCESS
+            return
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:  # the child: only this thread exists; no logging, no locks
+            code = 0
+            try:
+                write_snapshot(self.path, raft_part, machine)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        self.last_fork_seconds = time.monotonic() - started
         with self._lock:
-            self._status = SERIALIZER_STATE.SUCCESS
-            self._tmp_path = tmp_path
+            self._child = pid
+            self._status = SERIALIZER_STATE.SERIALIZING
 
     def check(self) -> int:
-        """pysyncobj ``serializeChecker``: called on the next tick, after the rename.
+        """pysyncobj ``serializeChecker``: polled on every tick while a snapshot is written.
 
-        Success only if pysyncobj's rename of the temp file really happened (a
-        failed rename leaves it behind): the journal entries the snapshot
-        covers are deleted right after this reports success.
+        Success only once the snapshot is renamed into place and its
+        directory fsync'd: the journal entries it covers are deleted right
+        after this reports success.
         """
         with self._lock:
-            status, self._status = self._status, SERIALIZER_STATE.NOT_SERIALIZING
-            tmp_path, self._tmp_path = self._tmp_path, None
+            status, child = self._status, self._child
+            if child is not None:
+                finished, code = os.waitpid(child, os.WNOHANG)
+                if finished == 0:
+                    return int(SERIALIZER_STATE.SERIALIZING)
+                self._child = None
+                status = SERIALIZER_STATE.SUCCESS if code == 0 else SERIALIZER_STATE.FAILED
+            self._status = SERIALIZER_STATE.NOT_SERIALIZING
         if status == SERIALIZER_STATE.SUCCESS:
-            if tmp_path is not None and os.path.exists(tmp_path):
-                return int(SERIALIZER_STATE.FAILED)
-            fsync_directory(os.path.dirname(self.path))
             self.snapshots_written += 1
+        elif status == SERIALIZER_STATE.FAILED:
+            logger.error("writing the snapshot %s failed; the journal is kept", self.path)
         return int(status)
+
+    def close(self) -> None:
+        """Wait for a snapshot still being written (a clean shutdown leaves no child)."""
+        with self._lock:
+            child, self._child = self._child, None
+        if child is not None:
+            os.waitpid(child, 0)
 
     def deserialize(self, path: str) -> tuple[Any, ...]:
         """pysyncobj ``deserializer``: install the state, return the Raft entries."""
@@ -119,6 +159,28 @@ class SnapshotStore:
         raft_data, machine = decoded
         self._install(machine)
         return raft_data
+
+
+def write_snapshot(path: str, raft_part: bytes, machine: StateMachine) -> None:
+    """Write a snapshot durably: ``<path>.writing``, fsync, rename, fsync of the directory."""
+    state_part = machine.to_bytes()
+    crc = zlib.crc32(raft_part + state_part)
+    writing = f"{path}.writing"
+    write_file(
+        writing,
+        [MAGIC + _LENGTHS.pack(len(raft_part), len(state_part), crc), raft_part, state_part],
+    )
+    os.replace(writing, path)
+    fsync_directory(os.path.dirname(path))
+
+
+def write_file(path: str, chunks: list[bytes]) -> None:
+    """Write ``chunks`` to ``path`` and fsync it."""
+    with open(path, "wb") as handle:
+        for chunk in chunks:
+            handle.write(chunk)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _decode(path: str) -> Decoded:
