@@ -43,6 +43,7 @@ from fastpaca_server.core import (
 )
 from fastpaca_server.core import window as windows
 from fastpaca_server.core.models import converter
+from fastpaca_server.core.state import _context_to_json as context_to_json
 from fastpaca_server.tokens import MESSAGE_OVERHEAD
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -302,7 +303,7 @@ class ContextModel:
 
 
 def _context_json(machine: StateMachine, context_id: str) -> Any:
-    return converter.unstructure(machine.contexts[context_id])
+    return context_to_json(machine.contexts[context_id])
 
 
 BUDGET_CODES = {"message_exceeds_budget", "unit_exceeds_budget", "pinned_exceeds_budget"}
@@ -573,3 +574,120 @@ def test_commands_survive_json(commands: list[Command]) -> None:
         assert command_from_json(data) == command
         wire = json.loads(json.dumps(data, ensure_ascii=False))
         assert command_from_json(wire) == command
+
+
+# --- the live window computes what the rules compute from scratch ----------------------
+
+
+class BatchWindow:
+    """The window rules applied from scratch over the whole list after every command:
+    the reference :class:`LiveWindow` must agree with (O(window) per append)."""
+
+    def __init__(self, config: ContextConfig) -> None:
+        self.config = config
+        self.window: list[Message] = []
+        self.last_user_seq: int | None = None
+        self.needs_compaction = False
+
+    def add(self, message: Message) -> None:
+        """Under a non-manual policy an orphan result never enters the window (so it
+        does not count towards the trigger either)."""
+        if self.config.policy.strategy != "manual":
+            calls = {c for m in self.window for c in windows.tool_call_ids(m)}
+            calls.update(windows.tool_call_ids(message))
+            keep = [
+                i
+                for i, part in enumerate(message.parts)
+                if part.get("type") != "tool_result" or part.get("tool_call_id") in calls
+            ]
+            stripped = windows._only_parts(message, keep)
+            if stripped is None:
+                return
+            message = stripped
+        self.window.append(message)
+
+    def maintain(self, *, force: bool) -> None:
+        config = self.config
+        limit = windows.message_limit(config)
+        over_limit = (
+            limit is not None
+            and len(self.window) > limit
+            and windows.unpinned_count(self.window) > limit
+        )
+        if windows.window_tokens(self.window) > windows.trigger_tokens(config) or over_limit:
+            self.window, self.needs_compaction = windows.apply_policy(
+                self.window, config, self.last_user_seq
+            )
+        else:
+            if force and config.policy.strategy != "manual":
+                self.window = windows.strip_orphan_results(self.window)
+            self.needs_compaction = False
+
+
+@PROPERTY_SETTINGS
+@given(commands=command_lists)
+def test_the_live_window_is_the_window_the_rules_compute(commands: list[Command]) -> None:
+    machine = StateMachine()
+    batches: dict[str, BatchWindow] = {}
+    for command in commands:
+        context = machine.contexts.get(command.context_id)
+        before = context.version if context is not None else None
+        try:
+            result = machine.apply(command)
+        except DomainError:
+            continue
+        context = machine.contexts[command.context_id]
+        if getattr(result, "replayed", False) or context.version == before:
+            continue
+        batch = batches.get(command.context_id)
+        if isinstance(command, PutContext):
+            if batch is None:
+                batches[command.context_id] = BatchWindow(command.config)
+                continue
+            batch.config = command.config
+            batch.maintain(force=True)
+        elif isinstance(command, AppendMessages):
+            assert batch is not None
+            appended = context.log[-len(command.messages) :]
+            for message in appended:
+                batch.add(message)
+                if message.role == "user":
+                    batch.last_user_seq = message.seq
+            batch.maintain(force=any(windows.tool_result_ids(m) for m in appended))
+        elif isinstance(command, Compact):
+            assert batch is not None
+            batch.window = list(context.window)
+            batch.needs_compaction = context.needs_compaction
+        if batch is None:
+            continue
+        assert context.window == batch.window, command
+        assert context.used_tokens == windows.window_tokens(batch.window)
+        assert context.needs_compaction == batch.needs_compaction
+
+
+def test_the_live_window_trims_a_large_window_in_constant_work() -> None:
+    """At last_n's limit every append drops one message: no re-scan of the window."""
+    from core_builders import append, config, machine_with, text
+
+    machine = machine_with(config(token_budget=10_000_000, limit=20_000))
+    append(machine, *[text(f"m{n}") for n in range(20_000)])
+    live = machine.get("c").live
+    assert len(live) == 20_000
+    calls = 0
+    real_build_units = windows.build_units
+
+    def counting(window: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return real_build_units(window)
+
+    windows.build_units = counting
+    try:
+        for n in range(200):
+            append(machine, text(f"new{n}"), at=2 + n)
+    finally:
+        windows.build_units = real_build_units
+    assert calls == 0, "the policy re-built the units of the whole window"
+    assert len(machine.get("c").live) == 20_000
+    assert machine.get("c").window[-1].id == "new199"
+    assert machine.get("c").window[0].id == "m200"

@@ -16,6 +16,8 @@ import attrs
 
 from . import window as windows
 from .errors import Conflict, InvalidInput, NotFound
+from .live_window import LiveWindow
+from .live_window import apply_policy as apply_live_policy
 from .models import (
     IDEMPOTENCY_KEYS_PER_CONTEXT,
     MAX_METADATA_BYTES,
@@ -54,7 +56,8 @@ class Context:
     status: ContextStatus = "active"
     version: int = 1
     log: list[Message] = attrs.field(factory=list)
-    window: list[Message] = attrs.field(factory=list)
+    live: LiveWindow = attrs.field(factory=LiveWindow)
+    """The LLM window with its index (snapshots store it as ``window``)."""
     used_tokens: int = 0
     needs_compaction: bool = False
     idempotency: dict[str, IdempotentEntry] = attrs.field(factory=dict)
@@ -64,6 +67,11 @@ class Context:
     @property
     def last_seq(self) -> int:
         return len(self.log)
+
+    @property
+    def window(self) -> list[Message]:
+        """The window's messages, in order (a new list: O(window))."""
+        return self.live.messages()
 
     def view(self) -> ContextView:
         """A frozen copy of everything but the messages: what a write answers with."""
@@ -198,13 +206,13 @@ class StateMachine:
         metadata = context.metadata if command.metadata is None else dict(command.metadata)
         if config == context.config and metadata == context.metadata:
             return context.view()
-        if config.tokenizer != context.config.tokenizer and (context.log or context.window):
+        if config.tokenizer != context.config.tokenizer and (context.log or len(context.live)):
             raise Conflict(
                 "The tokenizer of a context with messages cannot change: "
                 "its counts would be wrong.",
                 "tokenizer_immutable",
             )
-        pinned = windows.pinned_tokens(context.window)
+        pinned = context.live.pinned_tokens
         if config.policy.strategy != "manual" and pinned > config.token_budget:
             raise Conflict(
                 f"Pinned messages use {pinned} tokens, more than the new budget "
@@ -213,6 +221,7 @@ class StateMachine:
             )
         context.config = config
         context.metadata = metadata
+        context.live = LiveWindow.of(context.live.messages())  # new rules: index afresh
         self._maintain_window(context, force=True)
         self._touch(context, command.at)
         return context.view()
@@ -234,12 +243,12 @@ class StateMachine:
         if context.config.policy.strategy != "manual":
             _check_fits(context, stored)
         appended: list[AppendedMessage] = []
+        strip_orphans = context.config.policy.strategy != "manual"
         for message in stored:
             context.log.append(message)
-            context.window.append(message)
+            context.live.add(message, strip_orphans=strip_orphans)
             if message.role == "user":
                 context.last_user_seq = message.seq
-            context.used_tokens += message.token_count
             appended.append(
                 AppendedMessage(
                     seq=first_seq + len(appended),
@@ -279,7 +288,7 @@ class StateMachine:
                 f"{config.token_budget}.",
                 "replacement_exceeds_budget",
             )
-        context.window = replacement
+        context.live = LiveWindow.of(replacement)
         context.used_tokens = total
         context.needs_compaction = (
             config.policy.strategy == "manual" and total > windows.trigger_tokens(config)
@@ -321,39 +330,32 @@ class StateMachine:
 
     @staticmethod
     def _maintain_window(context: Context, *, force: bool) -> None:
-        """Re-apply the policy when the window crossed the trigger (or ``force``).
+        """Re-apply the policy when the window crossed the trigger or its limit.
 
-        ``used_tokens`` is kept incrementally by the caller; it is summed again
-        only when the window was rewritten here.
+        ``force`` (results were appended, or the config changed) also strips
+        orphan results under non-manual policies. Amortised O(1) per appended
+        message: see :mod:`.live_window`.
         """
         config = context.config
         manual = config.policy.strategy == "manual"
+        live = context.live
         limit = windows.message_limit(config)
-        over_limit = (
-            limit is not None
-            and len(context.window) > limit
-            and windows.unpinned_count(context.window) > limit
-        )
-        if context.used_tokens > windows.trigger_tokens(config) or over_limit:
-            context.window, context.needs_compaction = windows.apply_policy(
-                context.window, config, context.last_user_seq
-            )
-        elif force and not manual:
-            context.window = windows.strip_orphan_results(context.window)
-            context.needs_compaction = False
+        over_limit = limit is not None and live.unpinned_count > limit
+        runs = live.tokens > windows.trigger_tokens(config) or over_limit
+        if not manual and live.may_hold_orphans and (runs or force):
+            context.live = live = LiveWindow.of(windows.strip_orphan_results(live.messages()))
+            over_limit = limit is not None and live.unpinned_count > limit
+            runs = live.tokens > windows.trigger_tokens(config) or over_limit
+        if runs:
+            context.needs_compaction = apply_live_policy(live, config, context.last_user_seq)
         else:
             context.needs_compaction = False
-            return
-        context.used_tokens = windows.window_tokens(context.window)
+        context.used_tokens = live.tokens
 
     # --- snapshots ---------------------------------------------------------
 
     def to_json(self) -> JSONObject:
-        return {
-            "contexts": [
-                converter.unstructure(self.contexts[key], Context) for key in sorted(self.contexts)
-            ]
-        }
+        return {"contexts": [_context_to_json(self.contexts[key]) for key in sorted(self.contexts)]}
 
     def to_bytes(self) -> bytes:
         """Bytes of the whole state (used for snapshots and determinism checks).
@@ -368,9 +370,61 @@ class StateMachine:
     def from_bytes(cls, data: bytes) -> StateMachine:
         machine = cls()
         for raw in json.loads(data)["contexts"]:
-            context = converter.structure(raw, Context)
+            context = _context_from_json(raw)
             machine.contexts[context.id] = context
         return machine
+
+
+def _context_to_json(context: Context) -> JSONObject:
+    """A context as snapshot JSON. A window message that is the log's own message
+    is stored as ``{"ref": seq}``, so a restored window shares the log's objects
+    (as it did before the restart) instead of holding copies."""
+    log = context.log
+    window: list[JSONObject] = []
+    for message in context.live.messages():
+        seq = message.seq
+        if seq is not None and 0 < seq <= len(log) and log[seq - 1] is message:
+            window.append({"ref": seq})
+        else:
+            window.append(converter.unstructure(message, Message))
+    return {
+        "id": context.id,
+        "config": converter.unstructure(context.config, ContextConfig),
+        "metadata": context.metadata,
+        "created_at": context.created_at,
+        "updated_at": context.updated_at,
+        "status": context.status,
+        "version": context.version,
+        "log": converter.unstructure(log, list[Message]),
+        "window": window,
+        "used_tokens": context.used_tokens,
+        "needs_compaction": context.needs_compaction,
+        "idempotency": converter.unstructure(context.idempotency, dict[str, IdempotentEntry]),
+        "last_user_seq": context.last_user_seq,
+    }
+
+
+def _context_from_json(raw: JSONObject) -> Context:
+    log = converter.structure(raw["log"], list[Message])
+    window = [
+        log[entry["ref"] - 1] if "ref" in entry else converter.structure(entry, Message)
+        for entry in raw["window"]
+    ]
+    return Context(
+        id=raw["id"],
+        config=converter.structure(raw["config"], ContextConfig),
+        metadata=raw["metadata"],
+        created_at=raw["created_at"],
+        updated_at=raw["updated_at"],
+        status=raw["status"],
+        version=raw["version"],
+        log=log,
+        live=LiveWindow.of(window),
+        used_tokens=raw["used_tokens"],
+        needs_compaction=raw["needs_compaction"],
+        idempotency=converter.structure(raw["idempotency"], dict[str, IdempotentEntry]),
+        last_user_seq=raw["last_user_seq"],
+    )
 
 
 def _check_fits(context: Context, new: Sequence[Message]) -> None:

@@ -184,20 +184,29 @@ def strip_parts(
     for unit in build_units(window):
         if unit.pinned or unit.indices[0] >= keep_from:
             continue
-        paired: set[str] = set()
-        for index in unit.indices:
-            for part in window[index].parts:
-                if str(part["type"]).startswith(prefixes):
-                    paired.update(_pair_ids(part))
-        for index in unit.indices:
-            message = window[index]
-            keep = [
-                i
-                for i, part in enumerate(message.parts)
-                if not str(part["type"]).startswith(prefixes) and not paired & _pair_ids(part)
-            ]
-            result[index] = _only_parts(message, keep)
+        stripped = strip_unit([window[i] for i in unit.indices], prefixes)
+        for index, message in zip(unit.indices, stripped, strict=True):
+            result[index] = message
     return [m for m in result if m is not None]
+
+
+def strip_unit(members: Sequence[Message], prefixes: tuple[str, ...]) -> list[Message | None]:
+    """The members of one unit with the parts ``prefixes`` name removed, call and
+    result together; ``None`` for a member left without content."""
+    paired: set[str] = set()
+    for message in members:
+        for part in message.parts:
+            if str(part["type"]).startswith(prefixes):
+                paired.update(_pair_ids(part))
+    result: list[Message | None] = []
+    for message in members:
+        keep = [
+            i
+            for i, part in enumerate(message.parts)
+            if not str(part["type"]).startswith(prefixes) and not paired & _pair_ids(part)
+        ]
+        result.append(_only_parts(message, keep))
+    return result
 
 
 def _pair_ids(part: JSONObject) -> set[str]:

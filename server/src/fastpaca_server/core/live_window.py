@@ -1,0 +1,319 @@
+"""The LLM window kept incrementally: amortised O(1) work per appended message.
+
+:mod:`.window` states the window's rules as plain functions over a list of
+messages (units, orphan results, ``trim``, ``strip_parts``). Re-running them
+over the whole window on every append costs O(window) on the one Raft
+thread: at ``last_n``'s limit of 100,000 messages that is a second per
+append, and every other context waits. :class:`LiveWindow` keeps the same
+window, with the same rules, as an index that each operation updates in
+proportion to the messages it touches:
+
+* every message has a *position* (a counter that only grows) and belongs to
+  a :class:`_Unit` (the message plus the messages whose ``tool_result``s
+  answer its ``tool_call``s); ``units_of_call`` finds a call's unit, so an
+  appended result joins its call's unit in O(its parts);
+* running sums: tokens, tokens of pinned units, messages of unpinned units;
+* ``order``, a deque of positions: trimming drops the oldest unpinned unit
+  by popping from its left (positions of dropped or pinned units are popped
+  as they come up, once each);
+* ``strip_position``: ``skip_parts`` strips units that start before the
+  current turn; every position before it has been stripped already, and it
+  only moves forward.
+
+The result is the window :func:`.window.apply_policy` would compute from
+scratch (the core tests compare the two on random histories). Rebuilding from
+a list (a compaction, a config change, a snapshot) is O(window), once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+from . import window as rules
+from .models import DEFAULT_SKIP_KINDS, ContextConfig, Message
+
+
+class _Unit:
+    """Window positions that stay or go together, with their sums."""
+
+    __slots__ = ("calls", "members", "pinned", "stripped", "tokens")
+
+    def __init__(self) -> None:
+        self.members: list[int] = []
+        self.calls: list[str] = []
+        self.tokens = 0
+        self.pinned = False
+        self.stripped = False
+
+
+class LiveWindow:
+    """One context's window and its index (see the module docstring)."""
+
+    __slots__ = (
+        "_next_position",
+        "_order",
+        "_pending_strip",
+        "_strip_position",
+        "_unit_of",
+        "_units_of_call",
+        "entries",
+        "may_hold_orphans",
+        "pinned_tokens",
+        "tokens",
+        "unpinned_count",
+    )
+
+    def __init__(self) -> None:
+        self.entries: dict[int, Message] = {}
+        self._unit_of: dict[int, _Unit] = {}
+        self._units_of_call: dict[str, list[_Unit]] = {}
+        """Units holding a call with this id, oldest first; the last one is where
+        a result for it goes (ids are meant to be unique, but need not be)."""
+        self._order: deque[int] = deque()
+        self._next_position = 0
+        self._strip_position = 0
+        self._pending_strip: list[_Unit] = []
+        self.tokens = 0
+        self.pinned_tokens = 0
+        self.unpinned_count = 0
+        self.may_hold_orphans = False
+        """True when results without their call may be in the window (a
+        replacement, or appends under ``manual``): the next orphan strip
+        rebuilds the window once instead of looking at new messages only."""
+
+    @classmethod
+    def of(cls, messages: Iterable[Message]) -> LiveWindow:
+        """A window holding ``messages`` as they are (no orphan stripping)."""
+        live = cls()
+        for message in messages:
+            live.add(message, strip_orphans=False)
+        return live
+
+    # --- reading -------------------------------------------------------------
+
+    def messages(self) -> list[Message]:
+        return list(self.entries.values())
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    # --- appending -------------------------------------------------------------
+
+    def add(self, message: Message, *, strip_orphans: bool) -> bool:
+        """Append ``message``; with ``strip_orphans`` its results without a call in
+        the window are removed first. Returns whether it entered the window (a
+        message made only of orphan results does not)."""
+        results = rules.tool_result_ids(message)
+        own_calls = rules.tool_call_ids(message)
+        if results:
+            calls = self._units_of_call
+
+            def known(call: str) -> bool:
+                return call in calls or call in own_calls
+
+            orphans = [call for call in results if not known(call)]
+            if orphans and strip_orphans:
+                keep = [
+                    i
+                    for i, part in enumerate(message.parts)
+                    if not (
+                        part.get("type") == rules.TOOL_RESULT
+                        and not known(str(part.get("tool_call_id")))
+                    )
+                ]
+                stripped = rules._only_parts(message, keep)
+                if stripped is None:
+                    return False
+                message = stripped
+                results = rules.tool_result_ids(message)
+            elif orphans:
+                self.may_hold_orphans = True
+        position = self._next_position
+        self._next_position += 1
+        joined = {id(u): u for c in results if (u := self._unit_of_call(c)) is not None}
+        unit = self._merge(list(joined.values())) if joined else _Unit()
+        self.entries[position] = message
+        self._order.append(position)
+        self._join(unit, position, message)
+        for call in own_calls:
+            self._units_of_call.setdefault(call, []).append(unit)
+            unit.calls.append(call)
+        if unit.stripped:
+            self._pending_strip.append(unit)
+        return True
+
+    def _join(self, unit: _Unit, position: int, message: Message) -> None:
+        was_pinned = unit.pinned
+        self._unaccount(unit)
+        unit.members.append(position)
+        unit.tokens += message.token_count
+        unit.pinned = was_pinned or rules.is_pinned(message)
+        self._unit_of[position] = unit
+        self.tokens += message.token_count
+        self._account(unit)
+
+    def _merge(self, units: list[_Unit]) -> _Unit:
+        """Join several units into the one with the most members (rarely more than one)."""
+        if len(units) == 1:
+            return units[0]
+        units.sort(key=lambda u: len(u.members), reverse=True)
+        into = units[0]
+        self._unaccount(into)
+        for other in units[1:]:
+            self._unaccount(other)
+            into.members.extend(other.members)
+            into.calls.extend(other.calls)
+            into.tokens += other.tokens
+            into.pinned = into.pinned or other.pinned
+            into.stripped = into.stripped or other.stripped
+            for position in other.members:
+                self._unit_of[position] = into
+            for call in set(other.calls):
+                self._replace_unit_of_call(call, other, into)
+        into.members.sort()
+        self._account(into)
+        return into
+
+    def _account(self, unit: _Unit) -> None:
+        if unit.pinned:
+            self.pinned_tokens += unit.tokens
+        else:
+            self.unpinned_count += len(unit.members)
+
+    def _unaccount(self, unit: _Unit) -> None:
+        if unit.pinned:
+            self.pinned_tokens -= unit.tokens
+        else:
+            self.unpinned_count -= len(unit.members)
+
+    # --- trimming ----------------------------------------------------------------
+
+    def trim(self, *, max_tokens: int, max_messages: int | None, keep_newest: bool) -> None:
+        """Drop the oldest unpinned units until both limits hold (:func:`.window.trim`)."""
+        newest = None
+        if keep_newest and self.entries:
+            newest = self._unit_of[next(reversed(self.entries))]
+        skipped: list[int] = []
+        order = self._order
+        while order and (
+            self.tokens > max_tokens
+            or (max_messages is not None and self.unpinned_count > max_messages)
+        ):
+            position = order.popleft()
+            unit = self._unit_of.get(position)
+            if unit is None or unit.pinned:
+                continue  # dropped already, or never droppable: not needed in the order again
+            if unit is newest:
+                skipped.append(position)
+                continue
+            self._drop(unit)
+        order.extendleft(reversed(skipped))
+
+    def _drop(self, unit: _Unit) -> None:
+        self._unaccount(unit)
+        self.tokens -= unit.tokens
+        for position in unit.members:
+            del self.entries[position]
+            del self._unit_of[position]
+        for call in set(unit.calls):
+            self._replace_unit_of_call(call, unit, None)
+
+    # --- skip_parts ---------------------------------------------------------------
+
+    def strip_older_turns(self, kinds: Sequence[str], turn_seq: int | None) -> None:
+        """:func:`.window.strip_parts` for every unit that starts before the current turn."""
+        prefixes = tuple(kinds)
+        if not prefixes:
+            return
+        for unit in self._pending_strip:
+            if unit.members and self._unit_of.get(unit.members[0]) is unit and not unit.pinned:
+                self._strip_unit(unit, prefixes)
+        self._pending_strip.clear()
+        if turn_seq is None:
+            # No user message was ever appended: the turn is found by role or
+            # by the newest unit, which can only be done on the whole list.
+            messages = self.messages()
+            start = rules.current_turn_start(messages)
+            positions = list(self.entries)
+            end = positions[start] if start < len(positions) else self._next_position
+        else:
+            end = self._next_position
+        position = self._strip_position
+        while position < end:
+            message = self.entries.get(position)
+            if message is not None:
+                if turn_seq is not None and message.seq is not None and message.seq >= turn_seq:
+                    break
+                unit = self._unit_of[position]
+                if not unit.pinned and not unit.stripped:
+                    self._strip_unit(unit, prefixes)
+            position += 1
+        self._strip_position = max(self._strip_position, position)
+
+    def _strip_unit(self, unit: _Unit, prefixes: tuple[str, ...]) -> None:
+        """Strip one unit's parts; what is left of it is cut into units again
+        (a stripped call took its results with it, so the unit may fall apart)."""
+        members = sorted(unit.members)
+        stripped = rules.strip_unit([self.entries[p] for p in members], prefixes)
+        self._unaccount(unit)
+        self.tokens -= unit.tokens
+        survivors: list[tuple[int, Message]] = []
+        for position, message in zip(members, stripped, strict=True):
+            del self._unit_of[position]
+            if message is None:
+                del self.entries[position]
+            else:
+                self.entries[position] = message
+                survivors.append((position, message))
+        owner: dict[str, _Unit] = {}
+        for sub in rules.build_units([message for _, message in survivors]):
+            part = _Unit()
+            part.stripped = True
+            for index in sub.indices:
+                position, message = survivors[index]
+                self._join(part, position, message)
+                for call in rules.tool_call_ids(message):
+                    owner[call] = part
+                    part.calls.append(call)
+        for call in set(unit.calls):  # the pieces take the unit's place for each call kept
+            self._replace_unit_of_call(call, unit, owner.get(call))
+
+    def _unit_of_call(self, call: str) -> _Unit | None:
+        units = self._units_of_call.get(call)
+        return units[-1] if units else None
+
+    def _replace_unit_of_call(self, call: str, old: _Unit, new: _Unit | None) -> None:
+        """Put ``new`` where ``old`` is in ``call``'s units (remove ``old`` for ``None``)."""
+        units = self._units_of_call.get(call)
+        if units is None:
+            return
+        replaced: list[_Unit] = []
+        for unit in units:
+            current = new if unit is old else unit
+            if current is None:
+                continue
+            if current in replaced:  # keep the latest place of a unit listed twice
+                replaced.remove(current)
+            replaced.append(current)
+        if replaced:
+            self._units_of_call[call] = replaced
+        else:
+            del self._units_of_call[call]
+
+
+def apply_policy(live: LiveWindow, config: ContextConfig, turn_seq: int | None) -> bool:
+    """:func:`.window.apply_policy` on a live window. Returns ``needs_compaction``."""
+    strategy, options = config.policy.strategy, config.policy.config
+    if strategy == "manual":
+        return True
+    if strategy == "skip_parts":
+        live.strip_older_turns(options.get("skip_kinds", list(DEFAULT_SKIP_KINDS)), turn_seq)
+    limit = rules.message_limit(config)
+    target = rules.trigger_tokens(config)
+    if live.tokens <= target:
+        target = config.token_budget  # only over the message limit
+    live.trim(max_tokens=target, max_messages=limit, keep_newest=True)
+    if live.tokens > config.token_budget:
+        live.trim(max_tokens=config.token_budget, max_messages=limit, keep_newest=False)
+    return False
