@@ -56,11 +56,11 @@ def _init_appending_after_torn_tail(self: DurableJournal, path: str) -> None:
     self._meta_path = f"{path}.meta"
     if not os.path.exists(path):
         write_file_durably(path, MAGIC)
-    self._entries, self._offsets, _ = read_entries(path)
+    entries, offsets, _ = read_entries(path)
     self._handle = open(path, "r+b")  # noqa: SIM115
-    self._handle.seek(0, os.SEEK_END)
-    self._end = self._handle.tell()
+    self._reset(entries, offsets, self._handle.seek(0, os.SEEK_END))
     self._dirty = False
+    self._buffered = False
     self.flush_count = 0
     self._meta = self._read_meta()
     self._meta_dirty = False
@@ -76,18 +76,18 @@ def _rewrite_in_place(self: DurableJournal, entries: list[Entry]) -> None:
     if pause:
         print(PAUSE_MARK, flush=True)
         time.sleep(pause)  # the journal is empty now: a kill -9 here loses it
-    self._entries = []
-    self._offsets = []
-    self._end = len(MAGIC)
+    offsets = []
+    end = len(MAGIC)
     for entry in entries:
         record = _encode(entry)
         self._handle.write(record)
-        self._entries.append(entry)
-        self._offsets.append(self._end)
-        self._end += len(record)
+        offsets.append(end)
+        end += len(record)
+    self._reset(list(entries), offsets, end)
     self._handle.flush()
     os.fsync(self._handle.fileno())
     self._dirty = False
+    self._buffered = False
 
 
 def _store_meta_without_fsync(self: DurableJournal) -> None:

@@ -672,3 +672,29 @@ def test_flushing_checks_catch_a_missing_flush(
     mutations.apply_with(monkeypatch, mutation)
     with pytest.raises(AssertionError, match=message):
         check_flushing(tmp_path, monkeypatch)
+
+
+def test_payloads_of_older_entries_are_read_back_from_the_file(tmp_path: Path) -> None:
+    """Memory holds the newest payloads only; older ones come from the file, unchanged."""
+    path = str(tmp_path / "journal")
+    journal = DurableJournal(path)
+    total = journal_module.RECENT_PAYLOADS + 500
+    entries = [(f"payload {n} ".encode() * (n % 7 + 1), n + 1, 1 + n // 1000) for n in range(total)]
+    for entry in entries[:-3]:
+        journal.add(*entry)
+    journal.flush()
+    for entry in entries[-3:]:  # the newest ones only in Python's write buffer
+        journal.add(*entry)
+    assert len(journal._recent) == journal_module.RECENT_PAYLOADS
+    assert journal[0] == entries[0] and journal[-1] == entries[-1]
+    assert journal[:] == entries
+    assert journal[total - 5 : total + 3] == entries[-5:]
+    journal.deleteEntriesTo(100)
+    assert journal[:] == entries[100:]
+    assert len(journal._recent) <= journal_module.RECENT_PAYLOADS
+    journal.deleteEntriesFrom(len(journal) - 10)
+    assert journal[:] == entries[100:-10]
+    journal._destroy()
+    reopened = DurableJournal(path)
+    assert reopened[:] == entries[100:-10]
+    reopened._destroy()

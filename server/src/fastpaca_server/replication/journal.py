@@ -18,7 +18,11 @@ an acknowledgement and compacts by rewriting the file in place. This journal:
   records after it. :func:`repair_journal_file` is the explicit way out: it
   keeps a byte-identical copy of the damaged file beside it, then truncates
   at the damage;
-* stores term and vote with fsync + rename + directory fsync before returning.
+* stores term and vote with fsync + rename + directory fsync before returning;
+* keeps only each entry's index, term and place in the file in memory (24
+  bytes an entry, in arrays), plus the payloads of the most recent entries:
+  an older payload is read back from the file when pysyncobj asks for it, so
+  memory does not grow with the entries between two snapshots.
 
 It is installed as ``pysyncobj.syncobj.createJournal`` by
 :mod:`fastpaca_server.replication.node`.
@@ -33,6 +37,8 @@ import re
 import struct
 import time
 import zlib
+from array import array
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +61,8 @@ Entry = tuple[bytes, int, int]
 # only for those whose index, term and length are possible at that place.
 _CANDIDATE_INDEX = re.compile(rb"(?=(?!\x00{6}).{6}\x00\x00.{4}\x00{4})", re.DOTALL)
 _INDEX_FIELD = 8
+RECENT_PAYLOADS = 4096
+"""Payloads kept in memory: the entries pysyncobj is about to apply (or send)."""
 
 
 class JournalCorrupted(DataDirectoryError):
@@ -240,7 +248,8 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self._meta_path = f"{path}.meta"
         if not os.path.exists(path):
             write_file_durably(path, MAGIC)
-        self._entries, self._offsets, end = read_entries(path)
+        entries, offsets, end = read_entries(path)
+        self._reset(entries, offsets, end)
         self._handle = open(path, "r+b")  # noqa: SIM115 - kept open for the journal's life
         size = self._handle.seek(0, os.SEEK_END)
         if size > end:
@@ -252,46 +261,86 @@ class DurableJournal(Journal):  # type: ignore[misc]
             )
         self._handle.truncate(end)
         self._handle.seek(end)
-        self._end = end
         self._dirty = False
+        self._buffered = False
         self.flush_count = 0
         self._meta: dict[str, Any] = self._read_meta()
         self._meta_dirty = False
+
+    def _reset(self, entries: list[Entry], offsets: list[int], end: int) -> None:
+        """Index ``entries`` (found at ``offsets``; the file's records end at ``end``)."""
+        self._offsets = array("q", offsets)
+        self._lengths = array("q", (len(entry[0]) for entry in entries))
+        self._indexes = array("q", (entry[1] for entry in entries))
+        self._terms = array("q", (entry[2] for entry in entries))
+        self._recent: OrderedDict[int, bytes] = OrderedDict()
+        for payload, index, _ in entries[-RECENT_PAYLOADS:]:
+            self._recent[index] = bytes(payload)
+        self._end = end
 
     # --- pysyncobj Journal interface --------------------------------------
 
     def add(self, command: bytes, idx: int, term: int) -> None:
         record = _encode((command, idx, term))
         self._handle.write(record)
-        self._entries.append((command, idx, term))
         self._offsets.append(self._end)
+        self._lengths.append(len(record) - _HEADER.size)
+        self._indexes.append(idx)
+        self._terms.append(term)
+        self._remember(idx, bytes(command))
         self._end += len(record)
         self._dirty = True
+        self._buffered = True
 
     def clear(self) -> None:
         self._rewrite([])
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
-        if entryFrom >= len(self._entries):
+        if entryFrom >= len(self._indexes):
             return
         self._handle.flush()
         end = self._offsets[entryFrom]
-        del self._entries[entryFrom:]
-        del self._offsets[entryFrom:]
+        first_dropped = self._indexes[entryFrom]
+        for array_ in (self._offsets, self._lengths, self._indexes, self._terms):
+            del array_[entryFrom:]
+        for index in [i for i in self._recent if i >= first_dropped]:
+            del self._recent[index]
         self._handle.truncate(end)
         self._handle.seek(end)
         self._end = end
         os.fsync(self._handle.fileno())
         self._dirty = False
+        self._buffered = False
 
     def deleteEntriesTo(self, entryTo: int) -> None:
-        self._rewrite(self._entries[entryTo:])
+        self._rewrite(self[entryTo:])
 
     def __getitem__(self, item: Any) -> Any:
-        return self._entries[item]
+        if isinstance(item, slice):
+            return [self._entry(position) for position in range(*item.indices(len(self)))]
+        position = item + len(self) if item < 0 else item
+        if not 0 <= position < len(self):
+            raise IndexError("journal index out of range")
+        return self._entry(position)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._indexes)
+
+    def _entry(self, position: int) -> Entry:
+        index = self._indexes[position]
+        payload = self._recent.get(index)
+        if payload is None:
+            if self._buffered:  # records still in Python's buffer are not in the file yet
+                self._handle.flush()
+                self._buffered = False
+            start = self._offsets[position] + _HEADER.size
+            payload = os.pread(self._handle.fileno(), self._lengths[position], start)
+        return (payload, index, self._terms[position])
+
+    def _remember(self, index: int, payload: bytes) -> None:
+        self._recent[index] = payload
+        if len(self._recent) > RECENT_PAYLOADS:
+            self._recent.popitem(last=False)
 
     def _destroy(self) -> None:
         self.flush()
@@ -302,6 +351,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
         """Make every added entry durable (one fsync for all of them)."""
         if self._dirty:
             self._handle.flush()
+            self._buffered = False
             os.fdatasync(self._handle.fileno())
             self._dirty = False
             self.flush_count += 1
@@ -317,7 +367,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
         # can point into what was cut, and pysyncobj would then apply (and
         # acknowledge) new entries without committing, so without a flush.
         stored = int(self._meta.get("raftCommitIndex", 1))
-        return min(stored, self._entries[-1][1]) if self._entries else stored
+        return min(stored, self._indexes[-1]) if len(self._indexes) else stored
 
     def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
         self._meta["currentTerm"] = term
@@ -341,16 +391,16 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self._handle.close()
         records = [_encode(entry) for entry in entries]
         write_file_durably(self._path, MAGIC + b"".join(records))
-        self._entries = list(entries)
-        self._offsets = []
+        offsets = []
         offset = len(MAGIC)
         for record in records:
-            self._offsets.append(offset)
+            offsets.append(offset)
             offset += len(record)
-        self._end = offset
+        self._reset(list(entries), offsets, offset)
         self._handle = open(self._path, "r+b")  # noqa: SIM115
         self._handle.seek(self._end)
         self._dirty = False
+        self._buffered = False
 
     def _read_meta(self) -> dict[str, Any]:
         try:
