@@ -607,21 +607,23 @@ class BatchWindow:
         self.window.append(message)
 
     def maintain(self, *, force: bool) -> None:
+        """Orphans go first (they never count towards the trigger), then the policy
+        runs if the window is over its trigger or its message limit."""
         config = self.config
-        limit = windows.message_limit(config)
-        over_limit = (
-            limit is not None
-            and len(self.window) > limit
-            and windows.unpinned_count(self.window) > limit
-        )
-        if windows.window_tokens(self.window) > windows.trigger_tokens(config) or over_limit:
+        manual = config.policy.strategy == "manual"
+        if not manual and (force or self._over(config)):
+            self.window = windows.strip_orphan_results(self.window)
+        if self._over(config):
             self.window, self.needs_compaction = windows.apply_policy(
                 self.window, config, self.last_user_seq
             )
         else:
-            if force and config.policy.strategy != "manual":
-                self.window = windows.strip_orphan_results(self.window)
             self.needs_compaction = False
+
+    def _over(self, config: ContextConfig) -> bool:
+        limit = windows.message_limit(config)
+        over_limit = limit is not None and windows.unpinned_count(self.window) > limit
+        return windows.window_tokens(self.window) > windows.trigger_tokens(config) or over_limit
 
 
 @PROPERTY_SETTINGS

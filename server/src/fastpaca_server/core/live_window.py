@@ -222,34 +222,48 @@ class LiveWindow:
     # --- skip_parts ---------------------------------------------------------------
 
     def strip_older_turns(self, kinds: Sequence[str], turn_seq: int | None) -> None:
-        """:func:`.window.strip_parts` for every unit that starts before the current turn."""
+        """:func:`.window.strip_parts` for every unit that starts before the current turn.
+
+        The turn starts at the first message with a seq at or after
+        ``turn_seq`` (the newest user message's). Units before
+        ``_strip_position`` were stripped already; a message that joined one of
+        them since (a late tool result) waits in ``_pending_strip``.
+        """
         prefixes = tuple(kinds)
         if not prefixes:
             return
-        for unit in self._pending_strip:
-            if unit.members and self._unit_of.get(unit.members[0]) is unit and not unit.pinned:
-                self._strip_unit(unit, prefixes)
-        self._pending_strip.clear()
         if turn_seq is None:
             # No user message was ever appended: the turn is found by role or
-            # by the newest unit, which can only be done on the whole list.
+            # by the newest unit, which can only be done on the whole list (and
+            # can move back, so nothing is skipped by position).
             messages = self.messages()
             start = rules.current_turn_start(messages)
             positions = list(self.entries)
             end = positions[start] if start < len(positions) else self._next_position
+            position = min(self._strip_position, end)
         else:
             end = self._next_position
-        position = self._strip_position
+            position = self._strip_position
         while position < end:
             message = self.entries.get(position)
             if message is not None:
                 if turn_seq is not None and message.seq is not None and message.seq >= turn_seq:
+                    end = position
                     break
                 unit = self._unit_of[position]
                 if not unit.pinned and not unit.stripped:
                     self._strip_unit(unit, prefixes)
             position += 1
         self._strip_position = max(self._strip_position, position)
+        waiting = []
+        for unit in self._pending_strip:
+            if not unit.members or self._unit_of.get(unit.members[0]) is not unit or unit.pinned:
+                continue  # dropped, merged or split since
+            if unit.members[0] < end:
+                self._strip_unit(unit, prefixes)
+            else:
+                waiting.append(unit)
+        self._pending_strip = waiting
 
     def _strip_unit(self, unit: _Unit, prefixes: tuple[str, ...]) -> None:
         """Strip one unit's parts; what is left of it is cut into units again
