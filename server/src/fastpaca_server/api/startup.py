@@ -16,9 +16,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 
+from .. import tokens
 from ..config import ServerConfig
-from ..replication import ReplicatedStore
+from ..core.models import TOKENIZERS
+from ..replication import ApplyListener, ReplicatedStore
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,8 @@ class StoreStartup:
         self._store: ReplicatedStore | None = None
         self._constructing: asyncio.Future[ReplicatedStore] | None = None
         self._task: asyncio.Task[ReplicatedStore] | None = None
+        self._listeners: Sequence[ApplyListener] = ()
+        self._tokenizers_loaded = False
 
     @property
     def task(self) -> asyncio.Task[ReplicatedStore]:
@@ -51,22 +56,27 @@ class StoreStartup:
     @property
     def ready(self) -> bool:
         """The store is open, its journal replayed, and the node leads its group."""
-        return self._store is not None and self._store.ready
+        return self._tokenizers_loaded and self._store is not None and self._store.ready
 
     def get(self) -> ReplicatedStore:
         """The store, or :class:`NotReady` until :attr:`ready`."""
-        if self._store is None or not self._store.ready:
+        if not self.ready or self._store is None:
             raise NotReady()
         return self._store
 
-    def start(self) -> None:
-        """Begin opening the store (returns at once)."""
+    def start(self, apply_listeners: Sequence[ApplyListener] = ()) -> None:
+        """Begin opening the store (returns at once); ``apply_listeners`` see its replay."""
+        self._listeners = apply_listeners
         self._task = asyncio.create_task(self._open(), name="open the store")
 
     async def _open(self) -> ReplicatedStore:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         config = self._config
+        listeners = self._listeners
+        # Loading an encoding takes about a second: done here, once, instead of
+        # on the event loop by the first request that counts tokens.
+        tokenizers = loop.run_in_executor(None, _load_tokenizers)
         self._constructing = loop.run_in_executor(
             None,
             lambda: ReplicatedStore(
@@ -74,6 +84,7 @@ class StoreStartup:
                 log_compaction_entries=config.log_compaction_entries,
                 submit_timeout=config.submit_timeout,
                 repair_journal=config.repair_journal,
+                apply_listeners=listeners,
             ),
         )
         # Shielded: cancelling startup must not lose a store that is being built.
@@ -82,6 +93,8 @@ class StoreStartup:
             "opened %s (%d journal entries); replaying", config.data_dir, len(store.journal)
         )
         await store.wait_ready(timeout=None)
+        await tokenizers
+        self._tokenizers_loaded = True
         logger.info("ready after %.1f s", time.monotonic() - started)
         return store
 
@@ -98,3 +111,8 @@ class StoreStartup:
                 store = await self._constructing
         if store is not None:
             await asyncio.get_running_loop().run_in_executor(None, store.close)
+
+
+def _load_tokenizers() -> None:
+    for name in TOKENIZERS:
+        tokens.encoding(name)
