@@ -21,8 +21,8 @@ export type Schemas = components['schemas'];
 
 export type HttpMethod = 'get' | 'put' | 'post' | 'patch' | 'delete';
 
-/** Operations that are not part of the client: health and metrics. */
-type OperationsOutsideTheClient = 'healthLive' | 'healthReady' | 'getMetrics';
+/** Operations that are not part of the client: health, metrics and the websocket feed (`events()` reads the SSE one). */
+type OperationsOutsideTheClient = 'healthLive' | 'healthReady' | 'getMetrics' | 'streamEvents';
 
 /** Every operation the client calls: all of the spec's but health and metrics. */
 export type ClientOperation = Exclude<keyof operations, OperationsOutsideTheClient>;
@@ -56,6 +56,7 @@ export const ROUTES: { readonly [O in ClientOperation]: RouteOf<O> } = {
   tailMessages: { method: 'get', path: '/v1/contexts/{context_id}/tail' },
   getWindow: { method: 'get', path: '/v1/contexts/{context_id}/context' },
   compactWindow: { method: 'post', path: '/v1/contexts/{context_id}/compact' },
+  subscribeEvents: { method: 'get', path: '/v1/contexts/{context_id}/events' },
 };
 
 /**

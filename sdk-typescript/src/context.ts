@@ -2,7 +2,7 @@ import { APIConnectionError, APIUserAbortError } from './errors.js';
 import { newIdempotencyKey } from './_ids.js';
 import { readServerSentEvents } from './_sse.js';
 import { backoffSeconds, sleep, type Transport } from './_transport.js';
-import { type AllFields, callOperation, type QueryOf, type Schemas } from './_wire.js';
+import { type AllFields, callOperation, type QueryOf, ROUTES, type Schemas } from './_wire.js';
 import { ContextStream, type ContextStreamOptions, type StreamCallback } from './stream.js';
 import type {
   AppendManyOptions,
@@ -15,6 +15,7 @@ import type {
   ContextWindow,
   EventsOptions,
   FastpacaMessage,
+  LiveEvent,
   MessagePage,
   MessagesOptions,
   Metadata,
@@ -172,33 +173,60 @@ export class FastpacaContext {
   }
 
   /**
-   * The context's live events as Server-Sent Events (`GET …/events`), from
-   * after `cursor` (replay, then live). Reconnects after the last event's
-   * cursor when the feed drops; stop with `break` or `signal`.
+   * The context's events as Server-Sent Events (`GET …/events`): every event
+   * after `cursor` (all by default), then live ones as they happen. Events
+   * come a version at a time (a batch append's `message` events, then its
+   * `context` event). When the feed drops, or the server ends it (a slow
+   * consumer, a shutdown), it reconnects after the last whole version, so
+   * nothing is missed or repeated; it gives up after `maxRetries`
+   * reconnections in a row without a new version. It ends after
+   * `tombstoned`; stop it earlier with `break` or `signal`.
    */
   async *events(options: EventsOptions = {}): AsyncGenerator<ContextEvent> {
     const { signal } = options;
     let cursor = options.cursor === undefined ? undefined : String(options.cursor);
+    const query: AllFields<QueryOf<'subscribeEvents'>> = {
+      cursor: undefined,
+      include_messages: options.includeMessages === false ? false : undefined,
+    };
     let failures = 0;
     for (;;) {
       const response = await this.transport.open({
         method: 'GET',
-        path: `/contexts/${encodeURIComponent(this.id)}/events`,
-        query: { cursor },
+        path: ROUTES.subscribeEvents.path.replace(/^\/v1/, '').replace('{context_id}', encodeURIComponent(this.id)),
+        query: { cursor, include_messages: query.include_messages === false ? 'false' : undefined },
         headers: { accept: 'text/event-stream' },
         signal,
       });
       let failure: unknown;
+      let progressed = false;
+      let pending: ContextEvent[] = [];
       try {
         if (response.body === null) {
           throw new APIConnectionError('The event feed answered without a body.');
         }
-        for await (const event of readServerSentEvents(response.body, signal)) {
-          failures = 0;
-          if (event.id !== undefined) {
-            cursor = event.id;
+        for await (const message of readServerSentEvents(response.body, signal)) {
+          if (message.event === 'error') {
+            failure = new APIConnectionError(`The server ended the event feed: ${message.data}`);
+            continue; // the server closes the feed next; resume after the last whole version
           }
-          yield { type: event.event ?? 'message', cursor: event.id, data: parseJsonOrText(event.data) };
+          const data = JSON.parse(message.data) as LiveEvent;
+          pending.push({ type: data.type, cursor: undefined, data });
+          if (data.type === 'message') {
+            continue;
+          }
+          // The version is whole: hand it out, and resume after it from now on.
+          const ready = pending;
+          const before = cursor;
+          pending = [];
+          cursor = String(data.version);
+          progressed = true;
+          for (const event of ready) {
+            yield { ...event, cursor: event.data.type === 'message' ? before : cursor };
+          }
+          if (data.type === 'tombstoned') {
+            return;
+          }
         }
       } catch (error) {
         failure = error;
@@ -206,8 +234,8 @@ export class FastpacaContext {
       if (signal?.aborted) {
         throw new APIUserAbortError();
       }
-      // The feed closed or broke: reconnect after the last cursor, within the retry budget.
-      failures += 1;
+      // The feed closed or broke: reconnect after the last whole version, within the retry budget.
+      failures = progressed ? 1 : failures + 1;
       if (failures > this.transport.maxRetries) {
         throw new APIConnectionError('The event feed kept closing.', { cause: failure });
       }
@@ -229,12 +257,4 @@ function toWireMessage(message: FastpacaMessage): AllFields<Schemas['Message']> 
 
 function toWireReplacement(message: ReplacementMessage): AllFields<Schemas['ReplacementMessage']> {
   return { ...toWireMessage(message), seq: message.seq, created_at: message.created_at };
-}
-
-function parseJsonOrText(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text;
-  }
 }

@@ -1,7 +1,8 @@
 /**
- * `ctx.events()` over a Server-Sent Events feed. The server does not serve
- * `GET …/events` yet (docs/architecture.md, "not built yet"), so the feed
- * here comes from an injected fetch, in the event-stream format.
+ * `ctx.events()` over the server's Server-Sent Events feed: against the real
+ * server (replay, live, the end after `tombstoned`), and with an injected
+ * fetch for what a real server does rarely (a feed that drops in the middle
+ * of a batch, or that the server ends for a slow consumer).
  */
 
 import { describe, expect, it } from 'vitest';
@@ -9,7 +10,18 @@ import { describe, expect, it } from 'vitest';
 import { createClient } from './client.js';
 import { APIConnectionError, APIUserAbortError, NotFoundError } from './errors.js';
 import { readServerSentEvents, type ServerSentEvent } from './_sse.js';
-import type { ContextEvent } from './types.js';
+import { testClient, uniqueId } from './_testing/helpers.js';
+import type { ContextEvent, FastpacaMessage } from './types.js';
+
+const user = (text: string): FastpacaMessage => ({ role: 'user', parts: [{ type: 'text', text }] });
+
+const message = (seq: number, version: number) =>
+  `event: message\ndata: {"type":"message","version":${version},"seq":${seq}}\n\n`;
+const context = (version: number, lastSeq: number) =>
+  `id: ${version}\nevent: context\ndata: {"type":"context","version":${version},"cause":"appended",` +
+  `"last_seq":${lastSeq},"used_tokens":1,"needs_compaction":false}\n\n`;
+const tombstoned = (version: number) =>
+  `id: ${version}\nevent: tombstoned\ndata: {"type":"tombstoned","version":${version}}\n\n`;
 
 function streamOf(...pieces: string[]): ReadableStream<Uint8Array> {
   const encoder = new TextEncoder();
@@ -52,48 +64,101 @@ describe('readServerSentEvents', () => {
   });
 });
 
-describe('ctx.events', () => {
-  it('yields parsed events and reconnects after the last cursor when the feed closes', async () => {
+describe('ctx.events against the server', () => {
+  it('replays, follows live, and ends after tombstoned', async () => {
+    const fastpaca = testClient();
+    const ctx = await fastpaca.context(uniqueId('events'), { budget: 1_000_000 });
+    await ctx.append(user('one'));
+    await ctx.appendMany([user('two'), user('three')]);
+    const seen: ContextEvent[] = [];
+    const later = setTimeout(() => {
+      void ctx.append(user('four')).then(() => fastpaca.deleteContext(ctx.id));
+    }, 200);
+    try {
+      for await (const event of ctx.events()) {
+        seen.push(event);
+      }
+    } finally {
+      clearTimeout(later);
+    }
+    expect(seen.map((event) => [event.type, event.data.version, event.cursor])).toEqual([
+      ['context', 1, '1'],
+      ['message', 2, '1'],
+      ['context', 2, '2'],
+      ['message', 3, '2'],
+      ['message', 3, '2'],
+      ['context', 3, '3'],
+      ['message', 4, '3'],
+      ['context', 4, '4'],
+      ['tombstoned', 5, '5'],
+    ]);
+    const first = seen[1]?.data;
+    expect(first?.type === 'message' ? first.message?.parts : undefined).toEqual([{ type: 'text', text: 'one' }]);
+
+    const lean: ContextEvent[] = [];
+    for await (const event of ctx.events({ cursor: 3, includeMessages: false })) {
+      lean.push(event);
+    }
+    expect(lean.map((event) => event.data)).toEqual([
+      { type: 'message', version: 4, seq: 4 },
+      { type: 'context', version: 4, cause: 'appended', last_seq: 4, used_tokens: expect.any(Number), needs_compaction: false },
+      { type: 'tombstoned', version: 5 },
+    ]);
+  });
+
+  it('an unknown context is NotFoundError', async () => {
+    const ctx = await testClient().context(uniqueId('missing'));
+    await expect(ctx.events().next()).rejects.toBeInstanceOf(NotFoundError);
+  });
+});
+
+describe('ctx.events resuming', () => {
+  it('reconnects after the last whole version when a feed ends, without a repeat', async () => {
     const urls: string[] = [];
     const feeds = [
-      'id: 4\nevent: message.appended\ndata: {"seq":4}\n\nid: 5\nevent: message.appended\ndata: {"seq":5}\n\n',
-      'id: 6\nevent: window.compacted\ndata: {"version":9}\n\n',
+      // The batch of version 3 is cut off after its first message (the server ended a slow feed) …
+      ': ping\n\n' + message(1, 2) + context(2, 1) + message(2, 3) +
+        'event: error\ndata: {"type":"error","version":2,"reason":"slow_consumer","message":"slow"}\n\n',
+      // … and the resumed feed sends it again, whole.
+      message(2, 3) + message(3, 3) + context(3, 3) + tombstoned(4),
     ];
     const fastpaca = createClient({
       baseUrl: 'http://fastpaca.test',
       fetch: async (input, init) => {
         urls.push(String(input));
         expect(new Headers(init?.headers).get('accept')).toBe('text/event-stream');
-        return new Response(streamOf(feeds[urls.length - 1] ?? ''), { headers: { 'content-type': 'text/event-stream', 'retry-after': '0' } });
+        return new Response(streamOf(feeds[urls.length - 1] ?? ''), {
+          headers: { 'content-type': 'text/event-stream', 'retry-after': '0' },
+        });
       },
     });
     const ctx = await fastpaca.context('chat_42');
     const events: ContextEvent[] = [];
-    for await (const event of ctx.events({ cursor: 3 })) {
+    for await (const event of ctx.events({ cursor: 1, includeMessages: false })) {
       events.push(event);
-      if (events.length === 3) {
-        break;
-      }
     }
-    expect(events).toEqual([
-      { type: 'message.appended', cursor: '4', data: { seq: 4 } },
-      { type: 'message.appended', cursor: '5', data: { seq: 5 } },
-      { type: 'window.compacted', cursor: '6', data: { version: 9 } },
+    expect(events.map((event) => [event.type, event.data.version, event.cursor])).toEqual([
+      ['message', 2, '1'],
+      ['context', 2, '2'],
+      ['message', 3, '2'],
+      ['message', 3, '2'],
+      ['context', 3, '3'],
+      ['tombstoned', 4, '4'],
     ]);
     expect(urls).toEqual([
-      'http://fastpaca.test/v1/contexts/chat_42/events?cursor=3',
-      'http://fastpaca.test/v1/contexts/chat_42/events?cursor=5',
+      'http://fastpaca.test/v1/contexts/chat_42/events?cursor=1&include_messages=false',
+      'http://fastpaca.test/v1/contexts/chat_42/events?cursor=2&include_messages=false',
     ]);
   });
 
-  it('gives up after maxRetries feeds that close without an event', async () => {
+  it('gives up after maxRetries feeds that close without a new version', async () => {
     let calls = 0;
     const fastpaca = createClient({
       baseUrl: 'http://fastpaca.test',
       maxRetries: 2,
       fetch: async () => {
         calls += 1;
-        return new Response(streamOf(': nothing\n\n'), { headers: { 'retry-after': '0' } });
+        return new Response(streamOf(': nothing\n\n' + message(1, 2)), { headers: { 'retry-after': '0' } });
       },
     });
     const events = (await fastpaca.context('quiet')).events();
@@ -109,13 +174,13 @@ describe('ctx.events', () => {
         new Response(
           new ReadableStream({
             start(stream) {
-              stream.enqueue(new TextEncoder().encode('data: {"first":true}\n\n'));
+              stream.enqueue(new TextEncoder().encode(context(1, 0)));
             },
           }),
         ),
     });
     const events = (await fastpaca.context('live')).events({ signal: controller.signal });
-    expect((await events.next()).value).toEqual({ type: 'message', cursor: undefined, data: { first: true } });
+    expect((await events.next()).value).toMatchObject({ type: 'context', cursor: '1', data: { version: 1 } });
     setTimeout(() => controller.abort(), 10);
     await expect(events.next()).rejects.toBeInstanceOf(APIUserAbortError);
   });
@@ -124,7 +189,7 @@ describe('ctx.events', () => {
     const fastpaca = createClient({
       baseUrl: 'http://fastpaca.test',
       fetch: async () =>
-        new Response(JSON.stringify({ error: 'not_found', message: 'No route for GET /v1/contexts/x/events.' }), { status: 404 }),
+        new Response(JSON.stringify({ error: 'not_found', message: "Context 'x' does not exist." }), { status: 404 }),
     });
     await expect((await fastpaca.context('x')).events().next()).rejects.toBeInstanceOf(NotFoundError);
   });

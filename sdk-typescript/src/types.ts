@@ -195,16 +195,30 @@ export interface UpdateMetadataOptions extends RequestOptions {
 }
 
 export interface EventsOptions extends RequestOptions {
-  /** Replay from after this cursor (an event's `cursor`), then follow live. */
+  /** Replay from after this version (an event's `cursor`), then follow live. Default: everything. */
   cursor?: string | number | undefined;
+  /** `false`: `message` events carry their `seq` but not the message (default `true`). */
+  includeMessages?: boolean | undefined;
 }
 
-/** One event of a context's Server-Sent Events feed (`GET …/events`). */
+/**
+ * One event of a context's live feed, as the spec defines it: `message`
+ * (`seq`, `message`), `context` (`cause`, `last_seq`, `used_tokens`,
+ * `needs_compaction`), `compaction` (`segments`), `tombstoned` or `gap`
+ * (`expected`, `actual`: older versions are no longer kept; re-read them).
+ */
+export type LiveEvent = Schemas['Event'];
+
+/** One event of `ctx.events()`. */
 export interface ContextEvent {
-  /** The SSE event name, noun-verb (`message.appended`, …); `message` when the server sent none. */
-  type: string;
-  /** The SSE `id`: pass it as `cursor` to resume after this event. */
+  /** The event's `type`: `message`, `context`, `compaction`, `tombstoned` or `gap`. */
+  type: LiveEvent['type'];
+  /**
+   * Pass it as `cursor` to resume after this event: its own version for the
+   * event that ends a version, the version before for a `message` (a batch
+   * is sent again whole, never from its middle).
+   */
   cursor: string | undefined;
-  /** The event's `data`, parsed as JSON (the raw text when it is not JSON). */
-  data: unknown;
+  /** The event. */
+  data: LiveEvent;
 }

@@ -11,7 +11,6 @@ from fastpaca import (
     AsyncContext,
     AsyncFastpaca,
     ConflictError,
-    EventsUnavailableError,
     MessagePage,
     NotFoundError,
 )
@@ -98,14 +97,16 @@ def test_metadata_delete_and_events(server: ServerProcess, context_id: str) -> N
         assert await ctx.metadata() == {"user": "ada"}
         info = await ctx.update_metadata({"user": None, "topic": "x"}, if_version=1)
         assert info.metadata == {"topic": "x"}
-        with pytest.raises(EventsUnavailableError):
-            async for _ in ctx.events():
-                pass
-        with pytest.raises(NotFoundError) as missing:
+        with pytest.raises(NotFoundError):
             async for _ in (await client.context(context_id + "-nope")).events(cursor=3):
                 pass
-        assert not isinstance(missing.value, EventsUnavailableError)
         assert (await ctx.delete()).status == "tombstoned"
+        events = [event async for event in ctx.events()]  # ends after `tombstoned`
+        assert [(e.type, e.data.get("cause")) for e in events] == [
+            ("context", "created"),
+            ("context", "metadata"),
+            ("tombstoned", None),
+        ]
         with pytest.raises(ConflictError):
             await ctx.update_metadata({"x": 1})
         other = await client.context(context_id + "-b", budget=100)

@@ -64,7 +64,6 @@ def test_the_tree_is_as_documented() -> None:
         "ServiceUnavailableError",
         "InternalServerError",
         "ModelStreamError",
-        "EventsUnavailableError",
     ]:
         error_class = getattr(fastpaca, name)
         assert issubclass(error_class, FastpacaError)

@@ -234,7 +234,32 @@ def test_routes_exist_in_the_spec() -> None:
     for call in calls:
         template = call.path.replace("/chat", "/{context_id}")
         assert call.method.lower() in paths[template], f"{call.method} {template}"
-    events = requests._events_call(None)
-    # The live feed is planned (DESIGN.md) but not in the spec yet; when it lands,
-    # this starts failing as a reminder to check the client against it.
-    assert events.path.replace("/chat", "/{context_id}") not in paths
+    events = requests._events_call(3, include_messages=False)
+    operation = paths[events.path.replace("/chat", "/{context_id}")][events.method.lower()]
+    documented = {
+        _resolve_parameter(parameter)["name"]
+        for parameter in operation["parameters"]
+        if _resolve_parameter(parameter)["in"] == "query"
+    }
+    assert set(events.params) == documented == {"cursor", "include_messages"}
+    assert "text/event-stream" in operation["responses"]["200"]["content"]
+
+
+def _resolve_parameter(parameter: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" not in parameter:
+        return parameter
+    resolved: dict[str, Any] = load_spec()["components"]["parameters"][
+        parameter["$ref"].rsplit("/", 1)[1]
+    ]
+    return resolved
+
+
+def test_event_types_are_the_specs() -> None:
+    from fastpaca._events import CLOSING_TYPES
+
+    schemas = load_spec()["components"]["schemas"]
+    types = {
+        schemas[ref["$ref"].rsplit("/", 1)[1]]["properties"]["type"]["const"]
+        for ref in schemas["Event"]["oneOf"]
+    }
+    assert types - {"message"} == CLOSING_TYPES

@@ -9,15 +9,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
-from fastpaca_server.api import validation
-from fastpaca_server.api.routes import routes
+from fastpaca_server.api import create_app, validation
+from fastpaca_server.config import ServerConfig
 from fastpaca_server.core import models
 from openapi_spec_validator import validate as validate_openapi
 
@@ -27,6 +30,7 @@ from tests.support.spec import (
     path_template,
     response_schema,
     spec_paths,
+    validate_event,
     validate_httpx_response,
     validate_response,
 )
@@ -91,13 +95,13 @@ def test_spec_is_valid_openapi_3_1() -> None:
 
 
 def _route_operations() -> set[tuple[str, str]]:
+    """Every ``(METHOD, path)`` the app serves (HEAD aside): the app's own router."""
     found = set()
-    for route in routes:
-        method = getattr(route, "method", None)
-        path = getattr(route, "path", None)
-        if method is None or path is None or method == "HEAD":
+    for route in create_app(ServerConfig()).router.routes():
+        resource = route.resource
+        if resource is None or route.method == "HEAD":
             continue
-        found.add((method, path))
+        found.add((route.method, resource.canonical))
     return found
 
 
@@ -290,14 +294,58 @@ def test_every_operation_answers_as_the_spec_says(server: ServerProcess) -> None
         assert [s["type"] for s in window["segments"]] == ["replacement", "log"]
         assert window["messages"][0]["seq"] is None
 
+        # The live feeds: both replay everything after the cursor; on a tombstoned context
+        # they end after `tombstoned` (before it, the SSE response would never end).
+        stream = asyncio.run(_websocket_messages(server.url, f"{base}/stream", cursor=0))
+        seen.add(("GET", path_template(f"{base}/stream")))
         deleted = ok("DELETE", base)
         assert deleted["status"] == "tombstoned"
         assert ok("DELETE", base)["version"] == deleted["version"]
+        feed = ok("GET", f"{base}/events", params={"cursor": 1})
+        events = _server_sent_events(feed)
+        replayed = [e["type"] for e in stream[2:]]  # versions 3 … on
+        assert [e["type"] for e in events] == ["context", *replayed, "tombstoned"]
+        assert events[-1]["version"] == deleted["version"]
+        assert {e["type"] for e in stream} >= {"context", "message", "compaction"}
+        assert [e["seq"] for e in stream if e["type"] == "message"] == [1, 2, 3, 4, 5]
 
         metrics = ok("GET", "/metrics")
         assert "fastpaca_http_requests_total" in metrics
 
     assert seen == spec_paths(), f"not exercised: {sorted(spec_paths() - seen)}"
+
+
+async def _websocket_messages(url: str, path: str, **params: Any) -> list[Any]:
+    """The events a websocket feed replays (read until it goes quiet), each checked."""
+    messages: list[Any] = []
+    async with (
+        aiohttp.ClientSession(url) as session,
+        session.ws_connect(path, params=params) as websocket,
+    ):
+        assert websocket._response.status == 101
+        while True:
+            try:
+                message = await websocket.receive(timeout=1)
+            except TimeoutError:
+                return messages
+            assert message.type == aiohttp.WSMsgType.TEXT, message
+            event = json.loads(message.data)
+            validate_event(event, websocket=True)
+            if event["type"] != "ping":
+                messages.append(event)
+
+
+def _server_sent_events(body: str) -> list[Any]:
+    """The JSON data of each SSE message of ``body``, each checked against the spec."""
+    events = []
+    for block in body.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if line[:1] != ":")
+        if "data" in fields:
+            event = json.loads(fields["data"])
+            assert fields["event"] == event["type"]
+            validate_event(event)
+            events.append(event)
+    return events
 
 
 # --- a real server: every documented 400, 404 and 409 ---------------------------
@@ -469,6 +517,17 @@ ERROR_CASES = [
     case("GET", f"{SMALL}/context", 400, "budget_too_small", params={"budget_tokens": 10}),
     case("GET", f"{MISSING}/context", 404, "not_found"),
     case("GET", f"{ACTIVE}/context", 409, "version_conflict", params={"if_version": 10**9}),
+    # GET /v1/contexts/{id}/stream and /events (refused before any upgrade or stream)
+    case("GET", f"{BAD}/stream", 400, "invalid_context_id"),
+    case("GET", f"{ACTIVE}/stream", 400, "unknown_field", params={"after_seq": 1}),
+    case("GET", f"{ACTIVE}/stream", 400, "invalid_request", params={"cursor": -1}),
+    case("GET", f"{ACTIVE}/stream", 400, "invalid_request"),  # not a websocket upgrade
+    case("GET", f"{MISSING}/stream", 404, "not_found"),
+    case("GET", f"{BAD}/events", 400, "invalid_context_id"),
+    case("GET", f"{ACTIVE}/events", 400, "unknown_field", params={"since": 1}),
+    case("GET", f"{ACTIVE}/events", 400, "invalid_request", params={"include_messages": "yes"}),
+    case("GET", f"{ACTIVE}/events", 400, "invalid_request", headers={"Last-Event-ID": "x"}),
+    case("GET", f"{MISSING}/events", 404, "not_found"),
     # POST /v1/contexts/{id}/compact
     case("POST", f"{BAD}/compact", 400, "invalid_context_id", json={"replacement": []}),
     case("POST", f"{ACTIVE}/compact", 400, "invalid_json", content=b"\xff\xfe"),

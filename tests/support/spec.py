@@ -153,12 +153,38 @@ def validate_httpx_response(response: httpx.Response) -> None:
 @functools.cache
 def _validator(method: str, template: str, status: int) -> Draft202012Validator:
     schema, _ = response_schema(method, template, status)
+    return _schema_validator(schema)
+
+
+def _schema_validator(schema: dict[str, Any]) -> Draft202012Validator:
     # The schema's "#/components/..." refs are rebased onto the registered spec.
     return Draft202012Validator(
         {"$id": f"{SPEC_URI}/response", **_rebase(schema)},
         registry=_registry(),
         format_checker=Draft202012Validator.FORMAT_CHECKER,
     )
+
+
+@functools.cache
+def _component_validator(name: str) -> Draft202012Validator:
+    return _schema_validator({"$ref": f"#/components/schemas/{name}"})
+
+
+def validate_event(event: object, *, websocket: bool = False) -> None:
+    """Fail unless ``event`` (decoded JSON of a live feed) matches the spec.
+
+    An SSE message's data is an ``Event`` or a ``StreamError``; a websocket
+    message is a ``StreamMessage`` (an event, an error or a ping).
+    """
+    names = ["StreamMessage"] if websocket else ["Event", "StreamError"]
+    failures = []
+    for name in names:
+        errors = list(_component_validator(name).iter_errors(event))
+        if not errors:
+            return
+        failures.append(f"  as {name}: " + "; ".join(error.message for error in errors[:5]))
+    shown = json.dumps(event, default=str)[:1000]
+    raise AssertionError("an event does not match the spec:\n" + "\n".join(failures) + f"\n{shown}")
 
 
 def _rebase(node: Any) -> Any:

@@ -13,9 +13,10 @@ from urllib.parse import quote
 
 import httpx
 
-from ._base_client import Call, decode_json
-from ._events import SSEDecoder, to_event
-from ._exceptions import EventsUnavailableError, NotFoundError
+from . import _base_client
+from ._base_client import Call, decode_json, retry_delay
+from ._events import EventFeed, SSEDecoder
+from ._exceptions import APIConnectionError
 from ._stream import (
     AsyncContextStream,
     AsyncStreamFunction,
@@ -184,8 +185,10 @@ class _ContextRequests:
             body["if_version"] = if_version
         return Call("PATCH", context_path(self.id, "/metadata"), _parse_context, json=body)
 
-    def _events_call(self, cursor: int | None) -> Call[None]:
-        params = _without_none({"cursor": cursor})
+    def _events_call(self, cursor: int | None, include_messages: bool = True) -> Call[None]:
+        params: dict[str, Any] = _without_none({"cursor": cursor})
+        if not include_messages:
+            params["include_messages"] = "false"
         return Call(
             "GET",
             context_path(self.id, "/events"),
@@ -195,14 +198,14 @@ class _ContextRequests:
             timeout=httpx.Timeout(30.0, read=None),
         )
 
-    def _events_unavailable(self, error: NotFoundError) -> EventsUnavailableError:
-        return EventsUnavailableError(
-            f"This Fastpaca server has no live event feed: GET {context_path(self.id, '/events')} "
-            f"answered 404 although context {self.id!r} exists. Live events need a server "
-            "with /v1/contexts/{id}/events (Server-Sent Events); until then poll "
-            "messages(after_seq=…) instead.",
-            response=error.response,
-            body=error.body,
+    def _events_lost(
+        self, feed: EventFeed, error: httpx.TransportError | None, request: httpx.Request
+    ) -> APIConnectionError:
+        why = feed.ended_by_server.get("message") if feed.ended_by_server else None
+        return APIConnectionError(
+            f"The event feed of context {self.id!r} kept ending without a new version"
+            f" ({why or error or 'closed by the server'}); resume with cursor={feed.cursor}.",
+            request=error.request if error is not None else request,
         )
 
     @staticmethod
@@ -336,29 +339,45 @@ class Context(_ContextRequests):
         """Tombstone the context: history stays readable, writes get 409."""
         return self._client._send(delete_context_call(self.id))
 
-    def events(self, *, cursor: int | None = None) -> Iterator[Event]:
-        """The context's live events from ``cursor`` (a version) on, as they happen.
+    def events(
+        self, *, cursor: int | None = None, include_messages: bool = True
+    ) -> Iterator[Event]:
+        """The context's events after ``cursor`` (a version; all by default), then live.
 
-        Raises :class:`~fastpaca.EventsUnavailableError` when the server has no
-        event feed (servers before the streams release). The iterator ends when
-        the server closes the stream; resume with ``cursor=`` the last
-        ``event.version``.
+        Each version comes whole: a batch append's ``message`` events, then its
+        ``context`` event. When the connection drops, or the server ends it
+        (a slow consumer, a shutdown), the iterator reconnects after the last
+        version it yielded, so nothing is missed or repeated (``max_retries``
+        reconnections in a row without a new version, then
+        :class:`~fastpaca.APIConnectionError`). A ``gap`` event means older
+        versions are no longer kept by the server: re-read what you need.
+        The iterator ends after ``tombstoned``. A missing context raises
+        :class:`~fastpaca.NotFoundError`.
         """
-        call = self._events_call(cursor)
-        try:
-            opened = self._client._open(call, stream=True)
-            response = opened.__enter__()
-        except NotFoundError as error:
-            self.get()  # a missing context raises its own NotFoundError here
-            raise self._events_unavailable(error) from error
-        try:
-            decoder = SSEDecoder()
-            for message in decoder.iter_lines(response.iter_lines()):
-                event = to_event(message)
-                if event is not None:
-                    yield event
-        finally:
-            opened.__exit__(None, None, None)
+        feed = EventFeed(cursor)
+        failures = 0
+        while True:
+            progressed, error = False, None
+            call = self._events_call(feed.cursor, include_messages)
+            http = self._client._http
+            feed.ended_by_server = None
+            try:
+                with self._client._open(call, stream=True) as response:
+                    decoder = SSEDecoder()
+                    for text in response.iter_text():
+                        for message in decoder.feed_text(text):
+                            for event in feed.take(message):
+                                progressed = True
+                                yield event
+                            if feed.done:
+                                return
+            except httpx.TransportError as lost:
+                error = lost
+            feed.reset()
+            failures = 0 if progressed else failures + 1
+            if failures > self._client.max_retries:
+                raise self._events_lost(feed, error, self._client._build_request(http, call))
+            _base_client._sleep(retry_delay(max(failures - 1, 0), None))
 
     def stream(
         self,
@@ -502,26 +521,34 @@ class AsyncContext(_ContextRequests):
         """Tombstone the context."""
         return await self._client._send(delete_context_call(self.id))
 
-    async def events(self, *, cursor: int | None = None) -> AsyncIterator[Event]:
-        """The context's live events (see :meth:`Context.events`)."""
-        call = self._events_call(cursor)
-        try:
-            opened = self._client._open(call, stream=True)
-            response = await opened.__aenter__()
-        except NotFoundError as error:
-            await self.get()
-            raise self._events_unavailable(error) from error
-        try:
-            decoder = SSEDecoder()
-            async for line in response.aiter_lines():
-                message = decoder.decode(line)
-                if message is None:
-                    continue
-                event = to_event(message)
-                if event is not None:
-                    yield event
-        finally:
-            await opened.__aexit__(None, None, None)
+    async def events(
+        self, *, cursor: int | None = None, include_messages: bool = True
+    ) -> AsyncIterator[Event]:
+        """The context's events after ``cursor``, then live (see :meth:`Context.events`)."""
+        feed = EventFeed(cursor)
+        failures = 0
+        while True:
+            progressed, error = False, None
+            call = self._events_call(feed.cursor, include_messages)
+            http = self._client._http
+            feed.ended_by_server = None
+            try:
+                async with self._client._open(call, stream=True) as response:
+                    decoder = SSEDecoder()
+                    async for text in response.aiter_text():
+                        for message in decoder.feed_text(text):
+                            for event in feed.take(message):
+                                progressed = True
+                                yield event
+                            if feed.done:
+                                return
+            except httpx.TransportError as lost:
+                error = lost
+            feed.reset()
+            failures = 0 if progressed else failures + 1
+            if failures > self._client.max_retries:
+                raise self._events_lost(feed, error, self._client._build_request(http, call))
+            await _base_client._async_sleep(retry_delay(max(failures - 1, 0), None))
 
     async def stream(
         self,

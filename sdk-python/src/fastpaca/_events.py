@@ -1,22 +1,34 @@
-"""Server-Sent Events decoding for a context's live feed (``GET …/events``).
+"""A context's live feed (``GET …/events``, Server-Sent Events): decoding and resuming.
 
-The documented shape: each event is one SSE message whose ``id:`` is the
-context version it brought the context to, and whose ``data:`` is a JSON object
-with at least ``type`` (``message.appended``, ``window.compacted``, …) and
-``version``. Comments (``:`` lines, keep-alives) and events without data are
-skipped.
+The server's shape (docs/api.md, "Live events"): each event is one SSE
+message whose ``event:`` is its type and whose ``data:`` is a JSON object
+with ``type`` and ``version``. A version's events (a batch append's
+``message`` events, then its closing ``context``) come together, and only
+the closing event carries ``id:`` (the version). A feed the server ends
+early (a slow consumer, a shutdown) ends with ``event: error``.
+
+:class:`EventFeed` hands out whole versions only and remembers the last one,
+so a feed that drops is resumed from exactly there: nothing is missed and
+nothing is yielded twice.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from ._exceptions import FastpacaError
 from ._types import Event
 
-__all__ = ["SSEDecoder", "ServerSentEvent", "to_event"]
+__all__ = ["CLOSING_TYPES", "EventFeed", "SSEDecoder", "ServerSentEvent", "to_event"]
+
+CLOSING_TYPES = frozenset({"context", "compaction", "tombstoned", "gap"})
+"""Event types that end a version: the cursor moves to their version."""
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True)
@@ -29,12 +41,13 @@ class ServerSentEvent:
 
 
 class SSEDecoder:
-    """Turns lines of an ``text/event-stream`` body into :class:`ServerSentEvent` s."""
+    """Turns the text of an ``text/event-stream`` body into :class:`ServerSentEvent` s."""
 
     def __init__(self) -> None:
         self._event: str | None = None
         self._data: list[str] = []
         self._id: str | None = None
+        self._buffer = ""
         self.last_event_id: str | None = None
 
     def decode(self, line: str) -> ServerSentEvent | None:
@@ -65,6 +78,25 @@ class SSEDecoder:
             if message is not None:
                 yield message
 
+    def feed_text(self, text: str) -> list[ServerSentEvent]:
+        """Decode a piece of the body as it arrives.
+
+        Only CR, LF and CRLF end a line (``str.splitlines``, and so httpx's
+        ``iter_lines``, would also split at U+2028 and other characters that
+        may sit inside an event's data).
+        """
+        self._buffer += text
+        messages: list[ServerSentEvent] = []
+        while True:
+            match = _LINE_END.search(self._buffer)
+            # A CR at the end may be the first half of a CRLF: wait for more.
+            if match is None or (match.group() == "\r" and match.end() == len(self._buffer)):
+                return messages
+            line, self._buffer = self._buffer[: match.start()], self._buffer[match.end() :]
+            message = self.decode(line)
+            if message is not None:
+                messages.append(message)
+
 
 def to_event(message: ServerSentEvent) -> Event | None:
     """The :class:`Event` an SSE message carries, or ``None`` for one without data."""
@@ -83,3 +115,47 @@ def to_event(message: ServerSentEvent) -> Event | None:
     if not isinstance(event_type, str) or not isinstance(version, int):
         raise FastpacaError(f"an event without type or version: {message.data[:200]!r}")
     return Event(type=event_type, version=version, data=data)
+
+
+class EventFeed:
+    """The state of one ``ctx.events()`` across its connections.
+
+    :meth:`take` holds a version's events back until its closing event, then
+    releases them together and moves :attr:`cursor` to that version; a
+    connection that ends in the middle of a version has its part dropped
+    (:meth:`reset`), and the resumed feed sends that version again, whole.
+    """
+
+    def __init__(self, cursor: int | None) -> None:
+        self.cursor = cursor
+        """The version to resume after (``None``: from the start)."""
+        self.done = False
+        """The feed is over (the context is tombstoned)."""
+        self.ended_by_server: dict[str, Any] | None = None
+        """The data of the ``error`` event that ended the last connection, if any."""
+        self._pending: list[Event] = []
+
+    def take(self, message: ServerSentEvent) -> list[Event]:
+        if message.event == "error":
+            self.ended_by_server = json.loads(message.data) if message.data else {}
+            return []
+        event = to_event(message)
+        if event is None:
+            return []
+        if (
+            self.cursor is not None
+            and event.version <= self.cursor
+            and event.type not in ("tombstoned", "gap")
+        ):
+            return []  # already handed out (a server never sends these; be safe)
+        self._pending.append(event)
+        if event.type not in CLOSING_TYPES:
+            return []
+        ready, self._pending = self._pending, []
+        self.cursor = max(self.cursor or 0, event.version)
+        self.done = event.type == "tombstoned"
+        return ready
+
+    def reset(self) -> None:
+        """The connection ended: drop the events of an unfinished version."""
+        self._pending = []

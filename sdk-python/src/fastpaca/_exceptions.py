@@ -9,7 +9,6 @@ The tree::
     │   ├── BadRequestError         400 (invalid_request, unknown_field, *_exceeds_budget, …)
     │   ├── AuthenticationError     401 unauthorized
     │   ├── NotFoundError           404 not_found
-    │   │   └── EventsUnavailableError  the server has no live event feed yet
     │   ├── ConflictError           409 version_conflict, context_tombstoned, … (never retried)
     │   ├── RateLimitError          429
     │   ├── ServiceUnavailableError 503 unavailable, not_ready (retried, Retry-After honoured)
@@ -34,7 +33,6 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConflictError",
-    "EventsUnavailableError",
     "FastpacaError",
     "InternalServerError",
     "ModelStreamError",
@@ -98,11 +96,6 @@ class AuthenticationError(APIStatusError):
 
 class NotFoundError(APIStatusError):
     """404: no such context (or no such route)."""
-
-
-class EventsUnavailableError(NotFoundError):
-    """The server has no live event feed (``GET …/events`` answered 404 for a context
-    that exists). Fastpaca servers before the streams release answer this way."""
 
 
 class ConflictError(APIStatusError):

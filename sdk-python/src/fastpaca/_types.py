@@ -69,6 +69,7 @@ ErrorCode = Literal[
     "internal_error",
     "unavailable",
     "not_ready",
+    "too_many_connections",
 ]
 """Every ``error`` code the server documents (``APIStatusError.code``)."""
 ERROR_CODES: frozenset[str] = frozenset(get_args(ErrorCode))
@@ -282,9 +283,14 @@ class Event:
     """One event of a context's live feed (``GET …/events``, Server-Sent Events).
 
     Attributes:
-        type: noun-verb name such as ``message.appended`` or ``window.compacted``.
-        version: the context version the event brought it to (also the SSE ``id``,
-            so it is the ``cursor`` to resume from).
+        type: ``message`` (``data["seq"]``, ``data["message"]``), ``context`` (the
+            context changed: ``cause``, ``last_seq``, ``used_tokens``,
+            ``needs_compaction``), ``compaction`` (the window was replaced:
+            ``segments``), ``tombstoned`` (the last event) or ``gap`` (versions
+            ``expected`` … ``actual - 1`` are no longer kept: re-read them).
+        version: the context version the event belongs to; every event of a
+            version but the last is a ``message``, and the last one's version is
+            the ``cursor`` to resume from.
         data: the whole decoded JSON event.
     """
 

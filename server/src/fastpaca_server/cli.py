@@ -112,6 +112,54 @@ def build_parser() -> argparse.ArgumentParser:
         "seconds to wait for a write to commit before answering 503",
         float,
     )
+    _add(
+        parser,
+        "--events-max-connections",
+        "EVENTS_MAX_CONNECTIONS",
+        "512",
+        "open websocket and SSE streams on this node; more get 503",
+        int,
+    )
+    _add(
+        parser,
+        "--events-heartbeat",
+        "EVENTS_HEARTBEAT",
+        "30",
+        "seconds between stream heartbeats (websocket ping message, SSE comment)",
+        float,
+    )
+    _add(
+        parser,
+        "--events-idle-timeout",
+        "EVENTS_IDLE_TIMEOUT",
+        "90",
+        "close a websocket that sent nothing (no pong) for this many seconds",
+        float,
+    )
+    _add(
+        parser,
+        "--events-queue",
+        "EVENTS_QUEUE",
+        "1024",
+        "versions a stream may fall behind before it is closed as a slow consumer",
+        int,
+    )
+    _add(
+        parser,
+        "--events-retain",
+        "EVENTS_RETAIN",
+        "1000",
+        "versions of each context kept in memory for stream replay",
+        int,
+    )
+    _add(
+        parser,
+        "--events-retain-total",
+        "EVENTS_RETAIN_TOTAL",
+        "100000",
+        "events kept in memory for stream replay on the whole node",
+        int,
+    )
     variable = _variable("REPAIR_JOURNAL")
     try:
         repair = _flag(os.environ.get(variable, "0"))
@@ -137,6 +185,14 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         parser.error(
             "--max-body-bytes >= 1024, --log-compaction-entries >= 2, --submit-timeout > 0"
         )
+    events = (args.events_max_connections, args.events_queue, args.events_retain)
+    if min(events) < 1 or args.events_retain_total < 0:
+        parser.error(
+            "--events-max-connections, --events-queue and --events-retain >= 1, "
+            "--events-retain-total >= 0"
+        )
+    if not 0 < args.events_heartbeat < args.events_idle_timeout:
+        parser.error("0 < --events-heartbeat < --events-idle-timeout")
     return ServerConfig(
         host=args.host,
         port=args.port,
@@ -146,6 +202,12 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         log_compaction_entries=args.log_compaction_entries,
         submit_timeout=args.submit_timeout,
         repair_journal=args.repair_journal,
+        events_max_connections=args.events_max_connections,
+        events_heartbeat=args.events_heartbeat,
+        events_idle_timeout=args.events_idle_timeout,
+        events_queue=args.events_queue,
+        events_retain=args.events_retain,
+        events_retain_total=args.events_retain_total,
     )
 
 

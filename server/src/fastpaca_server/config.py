@@ -17,3 +17,15 @@ class ServerConfig:
     log_compaction_entries: int = 100_000
     submit_timeout: float = 10.0
     repair_journal: bool = False
+    events_max_connections: int = 512
+    """Open websocket and SSE streams per node; more get 503 ``too_many_connections``."""
+    events_heartbeat: float = 30.0
+    """Seconds between websocket ``{"type": "ping"}`` messages and SSE comment heartbeats."""
+    events_idle_timeout: float = 90.0
+    """A websocket that sends nothing (no pong) for this many seconds is closed."""
+    events_queue: int = 1024
+    """Versions a subscriber may fall behind before it is disconnected as a slow consumer."""
+    events_retain: int = 1000
+    """Versions of each context kept in memory for replay (the hot tail)."""
+    events_retain_total: int = 100_000
+    """Events kept in memory for replay on the whole node (the oldest go first)."""

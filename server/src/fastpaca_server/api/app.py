@@ -9,6 +9,7 @@ route answer 503 ``not_ready``.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import AsyncIterator
 
@@ -17,8 +18,10 @@ from aiohttp.typedefs import Middleware
 
 from ..config import ServerConfig
 from ..replication import DataDirectoryLock
+from . import streams
 from .errors import Handler, error_middleware, error_response
-from .keys import CONFIG, METRICS, STORE
+from .events import EventHub
+from .keys import CONFIG, EVENTS, METRICS, STORE
 from .metrics import Metrics
 from .routes import routes
 from .startup import NotReady, StoreStartup
@@ -81,9 +84,15 @@ async def _data_dir_lock(app: web.Application) -> AsyncIterator[None]:
 
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
     startup = app[STORE]
-    startup.start()
+    # The event hub listens from before the Raft thread starts: it sees the journal replayed.
+    startup.start(apply_listeners=[app[EVENTS].listener(asyncio.get_running_loop())])
     yield
     await startup.close()
+
+
+async def _end_streams(app: web.Application) -> None:
+    # on_shutdown runs before aiohttp waits for handlers: open streams would hold it up.
+    app[EVENTS].end_all("shutting_down")
 
 
 def create_app(config: ServerConfig) -> web.Application:
@@ -97,7 +106,15 @@ def create_app(config: ServerConfig) -> web.Application:
     app[CONFIG] = config
     app[METRICS] = metrics
     app[STORE] = startup
+    app[EVENTS] = EventHub(
+        retain=config.events_retain,
+        retain_total=config.events_retain_total,
+        queue_limit=config.events_queue,
+        max_connections=config.events_max_connections,
+    )
     app.add_routes(routes)
+    app.add_routes(streams.routes)
+    app.on_shutdown.append(_end_streams)
     app.cleanup_ctx.append(_data_dir_lock)
     app.cleanup_ctx.append(_store_context)
     return app

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -26,6 +26,8 @@ class Metrics:
     appended_tokens: Counter = attrs.field(init=False)
     window_messages: Histogram = attrs.field(init=False)
     window_tokens: Histogram = attrs.field(init=False)
+    stream_connections: Gauge = attrs.field(init=False)
+    stream_ends: Counter = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         registry = self.registry
@@ -57,6 +59,20 @@ class Metrics:
             "fastpaca_window_tokens",
             "Tokens in the LLM window after a write.",
             buckets=_TOKEN_BUCKETS,
+            registry=registry,
+        )
+
+        self.stream_connections = Gauge(
+            "fastpaca_stream_connections",
+            "Open live event streams by feed (websocket, sse).",
+            ["feed"],
+            registry=registry,
+        )
+        self.stream_ends = Counter(
+            "fastpaca_stream_ends",
+            "Live event streams ended, by feed and reason "
+            "(tombstoned, slow_consumer, idle, shutting_down, client_closed).",
+            ["feed", "reason"],
             registry=registry,
         )
 

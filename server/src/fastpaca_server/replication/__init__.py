@@ -2,10 +2,11 @@
 
 from .data_dir import DataDirectoryError, DataDirectoryInUse, DataDirectoryLock
 from .journal import DurableJournal, JournalCorrupted
-from .node import ReplicatedStore, ReplicationError
+from .node import ApplyListener, ReplicatedStore, ReplicationError
 from .snapshot import SnapshotCorrupted
 
 __all__ = [
+    "ApplyListener",
     "DataDirectoryError",
     "DataDirectoryInUse",
     "DataDirectoryLock",

@@ -27,8 +27,8 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 import pysyncobj.syncobj
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
@@ -145,6 +145,22 @@ def _find_entry(journal: Any, entry: tuple[bytes, int, int]) -> int | None:
     return None
 
 
+class ApplyListener(Protocol):
+    """Told of every change of the local state, on the Raft thread, under the store's lock.
+
+    ``state_installed`` gets a whole state (the empty one or the current one
+    at registration, a snapshot at start-up, one sent by a leader);
+    ``command_applied`` gets each command applied after it, with its result
+    (which carries the new ``version``), before the next command is applied,
+    so the state machine is exactly as that command left it. Refused
+    commands are not reported. Neither may block: they hold up every write.
+    """
+
+    def state_installed(self, machine: StateMachine) -> None: ...
+
+    def command_applied(self, command: Command, result: Any) -> None: ...
+
+
 class ReplicatedStore:
     """The state machine of one Raft group, replicated through pysyncobj."""
 
@@ -156,6 +172,7 @@ class ReplicatedStore:
         log_compaction_seconds: float = 3600.0,
         submit_timeout: float = 10.0,
         repair_journal: bool = False,
+        apply_listeners: Sequence[ApplyListener] = (),
     ) -> None:
         """Open the journal and snapshot of ``data_dir`` and start the Raft thread.
 
@@ -165,6 +182,8 @@ class ReplicatedStore:
         (nothing on disk changed) unless the node can start. With
         ``repair_journal``, a corrupted journal is first copied to a
         quarantine file beside it and truncated at the damage.
+        ``apply_listeners`` are registered before the Raft thread starts, so
+        they see the journal replayed (see :meth:`add_apply_listener`).
         """
         os.makedirs(data_dir, exist_ok=True)
         self.data_dir = data_dir
@@ -176,6 +195,9 @@ class ReplicatedStore:
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = []
         self._settled = False
         self._failure: BaseException | None = None
+        self._listeners: list[ApplyListener] = []
+        for listener in apply_listeners:
+            self.add_apply_listener(listener)
         journal_path = os.path.join(data_dir, JOURNAL_FILE)
         if repair_journal and os.path.exists(journal_path):
             repair_journal_file(journal_path)
@@ -257,6 +279,16 @@ class ReplicatedStore:
         journal: DurableJournal = self._node._SyncObj__raftLog
         return journal
 
+    def add_apply_listener(self, listener: ApplyListener) -> None:
+        """Report every later change of the state to ``listener`` (see :class:`ApplyListener`).
+
+        It is first given the current state, under the lock, so nothing
+        applied around its registration is missed or reported twice.
+        """
+        with self._lock:
+            listener.state_installed(self._machine)
+            self._listeners.append(listener)
+
     # --- reads and writes ----------------------------------------------------
 
     @contextlib.contextmanager
@@ -304,9 +336,11 @@ class ReplicatedStore:
         command = command_from_json(json.loads(payload))
         with self._lock:
             try:
-                return self._machine.apply(command), None
+                result = self._machine.apply(command)
             except DomainError as error:
                 return None, error
+            self._tell_listeners("command_applied", command, result)
+            return result, None
 
     def _current_state(self) -> StateMachine:
         return self._machine
@@ -314,3 +348,11 @@ class ReplicatedStore:
     def _install_state(self, machine: StateMachine) -> None:
         with self._lock:
             self._machine = machine
+            self._tell_listeners("state_installed", machine)
+
+    def _tell_listeners(self, method: str, *args: Any) -> None:
+        for listener in self._listeners:
+            try:
+                getattr(listener, method)(*args)
+            except Exception:  # a listener's bug must not fail the command or stop the thread
+                logger.exception("apply listener %r failed", listener)
