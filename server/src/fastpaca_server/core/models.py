@@ -224,38 +224,8 @@ class CompactResult:
     replayed: bool = False
 
 
-@attrs.frozen
-class IdempotentEntry:
-    """What an idempotency key maps to: the request's fingerprint and first result."""
-
-    fingerprint: str | None
-    result: AppendResult | CompactResult
-
-
 def _make_converter() -> cattrs.Converter:
-    converter = cattrs.Converter(forbid_extra_keys=True)
-
-    def structure_result(value: Any, _: Any) -> AppendResult | CompactResult:
-        if "last_seq" in value:
-            return converter.structure(value, AppendResult)
-        return converter.structure(value, CompactResult)
-
-    converter.register_structure_hook(AppendResult | CompactResult, structure_result)
-
-    # Idempotency tables are ordered (oldest key first, evicted first); a JSON
-    # object would lose that order under sort_keys, so they travel as pairs.
-    def unstructure_keys(table: dict[str, IdempotentEntry]) -> list[list[Any]]:
-        return [[key, converter.unstructure(entry)] for key, entry in table.items()]
-
-    def structure_keys(pairs: Any, _: Any) -> dict[str, IdempotentEntry]:
-        return {key: converter.structure(entry, IdempotentEntry) for key, entry in pairs}
-
-    def is_key_table(kind: Any) -> bool:
-        return bool(kind == dict[str, IdempotentEntry])
-
-    converter.register_unstructure_hook_func(is_key_table, unstructure_keys)
-    converter.register_structure_hook_func(is_key_table, structure_keys)
-    return converter
+    return cattrs.Converter(forbid_extra_keys=True)
 
 
 converter = _make_converter()

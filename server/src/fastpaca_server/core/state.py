@@ -16,6 +16,7 @@ import attrs
 
 from . import window as windows
 from .errors import Conflict, InvalidInput, NotFound
+from .idempotency import IdempotencyTable, Remembered, fingerprint_digest
 from .live_window import LiveWindow
 from .live_window import apply_policy as apply_live_policy
 from .models import (
@@ -29,7 +30,6 @@ from .models import (
     CompactResult,
     ContextConfig,
     ContextStatus,
-    IdempotentEntry,
     JSONObject,
     KeptMessage,
     Message,
@@ -60,7 +60,7 @@ class Context:
     """The LLM window with its index (snapshots store it as ``window``)."""
     used_tokens: int = 0
     needs_compaction: bool = False
-    idempotency: dict[str, IdempotentEntry] = attrs.field(factory=dict)
+    idempotency: IdempotencyTable = attrs.field(factory=IdempotencyTable)
     last_user_seq: int | None = None
     """Seq of the newest user message in the log: where the current turn begins."""
 
@@ -399,7 +399,7 @@ def _context_to_json(context: Context) -> JSONObject:
         "window": window,
         "used_tokens": context.used_tokens,
         "needs_compaction": context.needs_compaction,
-        "idempotency": converter.unstructure(context.idempotency, dict[str, IdempotentEntry]),
+        "idempotency": context.idempotency.to_text(),
         "last_user_seq": context.last_user_seq,
     }
 
@@ -422,7 +422,7 @@ def _context_from_json(raw: JSONObject) -> Context:
         live=LiveWindow.of(window),
         used_tokens=raw["used_tokens"],
         needs_compaction=raw["needs_compaction"],
-        idempotency=converter.structure(raw["idempotency"], dict[str, IdempotentEntry]),
+        idempotency=IdempotencyTable.from_text(raw["idempotency"]),
         last_user_seq=raw["last_user_seq"],
     )
 
@@ -545,15 +545,36 @@ def _check_tokenizer(context: Context, tokenizer: str) -> None:
 def _replay(
     context: Context, key: str | None, fingerprint: str | None
 ) -> AppendResult | CompactResult | None:
-    if key is None or key not in context.idempotency:
+    """The first answer to ``key``, rebuilt from its record and the log (``None``: new key)."""
+    if key is None:
         return None
-    entry = context.idempotency[key]
-    if entry.fingerprint != fingerprint:
+    remembered = context.idempotency.get(key)
+    if remembered is None:
+        return None
+    if remembered.fingerprint != fingerprint_digest(fingerprint):
         raise Conflict(
             f"Idempotency key '{key}' was already used for a different request.",
             "idempotency_key_reused",
         )
-    return entry.result
+    if remembered.compaction:
+        return CompactResult(
+            version=remembered.version,
+            used_tokens=remembered.used_tokens,
+            needs_compaction=remembered.needs_compaction,
+            message_count=remembered.count,
+        )
+    first = remembered.first_seq
+    appended = [
+        AppendedMessage(seq=m.seq or 0, id=m.id, token_count=m.token_count, created_at=m.created_at)
+        for m in context.log[first - 1 : first - 1 + remembered.count]
+    ]
+    return AppendResult(
+        version=remembered.version,
+        last_seq=first + remembered.count - 1,
+        messages=appended,
+        used_tokens=remembered.used_tokens,
+        needs_compaction=remembered.needs_compaction,
+    )
 
 
 def _remember(
@@ -564,9 +585,17 @@ def _remember(
 ) -> None:
     if key is None:
         return
-    context.idempotency[key] = IdempotentEntry(fingerprint=fingerprint, result=result)
-    while len(context.idempotency) > IDEMPOTENCY_KEYS_PER_CONTEXT:
-        del context.idempotency[next(iter(context.idempotency))]
+    compaction = isinstance(result, CompactResult)
+    remembered = Remembered(
+        fingerprint=fingerprint_digest(fingerprint),
+        version=result.version,
+        first_seq=0 if isinstance(result, CompactResult) else result.messages[0].seq,
+        used_tokens=result.used_tokens,
+        count=result.message_count if isinstance(result, CompactResult) else len(result.messages),
+        compaction=compaction,
+        needs_compaction=result.needs_compaction,
+    )
+    context.idempotency.add(key, remembered, IDEMPOTENCY_KEYS_PER_CONTEXT)
 
 
 def replay_commands(commands: Sequence[Command]) -> StateMachine:
