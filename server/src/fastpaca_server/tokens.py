@@ -16,7 +16,6 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -52,19 +51,33 @@ def _offline_rank_files() -> Iterator[None]:
             tiktoken.load.read_file_cached = original
 
 
-@cache
+_encodings: dict[str, tiktoken.Encoding] = {}
+_load_lock = threading.Lock()
+
+
 def encoding(name: str) -> tiktoken.Encoding:
-    """The tiktoken encoding ``name`` (one of :data:`TOKENIZERS`), built offline."""
+    """The tiktoken encoding ``name`` (one of :data:`TOKENIZERS`), built offline once."""
+    loaded = _encodings.get(name)
+    if loaded is not None:
+        return loaded
     if name not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {name!r}")
-    with _offline_rank_files():
-        constructor: dict[str, Any] = getattr(openai_public, name)()
-    return tiktoken.Encoding(
-        constructor["name"],
-        pat_str=constructor["pat_str"],
-        mergeable_ranks=constructor["mergeable_ranks"],
-        special_tokens=constructor["special_tokens"],
-    )
+    with _load_lock:  # about a second each: build it once, whoever asks first
+        if name not in _encodings:
+            with _offline_rank_files():
+                constructor: dict[str, Any] = getattr(openai_public, name)()
+            _encodings[name] = tiktoken.Encoding(
+                constructor["name"],
+                pat_str=constructor["pat_str"],
+                mergeable_ranks=constructor["mergeable_ranks"],
+                special_tokens=constructor["special_tokens"],
+            )
+        return _encodings[name]
+
+
+def is_loaded(name: str) -> bool:
+    """Whether :func:`encoding` would answer at once (not build the encoding)."""
+    return name in _encodings
 
 
 def count_text(text: str, tokenizer: str) -> int:

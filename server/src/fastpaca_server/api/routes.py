@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from .. import tokens
 from ..core import (
     AppendMessages,
     Compact,
@@ -91,9 +92,10 @@ def _replacement_item(item: JSONObject, tokenizer: str) -> MessageInput | KeptMe
     return _message_input(item, tokenizer)
 
 
-async def _counted(request: web.Request, count: Callable[[], _T]) -> _T:
-    """Run ``count`` (token counting) here, or off the event loop for large bodies."""
-    if (request.content_length or 0) < _OFFLOAD_BYTES:
+async def _counted(request: web.Request, tokenizer: str, count: Callable[[], _T]) -> _T:
+    """Run ``count`` (token counting) here, or on a worker thread for large bodies
+    and while the tokenizer is still loading (never stall the event loop)."""
+    if (request.content_length or 0) < _OFFLOAD_BYTES and tokens.is_loaded(tokenizer):
         return count()
     return await asyncio.get_running_loop().run_in_executor(None, count)
 
@@ -145,7 +147,9 @@ async def append_messages(request: web.Request) -> web.Response:
     raw, key, if_version = validation.append_body(body)
     normalised = {"messages": raw, "if_version": if_version}
     tokenizer, fingerprint = _admit(request, context_id, key, normalised, if_version)
-    messages = await _counted(request, lambda: [_message_input(m, tokenizer) for m in raw])
+    messages = await _counted(
+        request, tokenizer, lambda: [_message_input(m, tokenizer) for m in raw]
+    )
     command = AppendMessages(
         context_id=context_id,
         at=_now_ms(),
@@ -247,7 +251,9 @@ async def compact(request: web.Request) -> web.Response:
     raw, key, if_version = validation.compact_body(body)
     normalised = {"replacement": raw, "if_version": if_version}
     tokenizer, fingerprint = _admit(request, context_id, key, normalised, if_version)
-    replacement = await _counted(request, lambda: [_replacement_item(m, tokenizer) for m in raw])
+    replacement = await _counted(
+        request, tokenizer, lambda: [_replacement_item(m, tokenizer) for m in raw]
+    )
     command = Compact(
         context_id=context_id,
         at=_now_ms(),

@@ -44,7 +44,6 @@ class StoreStartup:
         self._constructing: asyncio.Future[ReplicatedStore] | None = None
         self._task: asyncio.Task[ReplicatedStore] | None = None
         self._listeners: Sequence[ApplyListener] = ()
-        self._tokenizers_loaded = False
 
     @property
     def task(self) -> asyncio.Task[ReplicatedStore]:
@@ -56,7 +55,7 @@ class StoreStartup:
     @property
     def ready(self) -> bool:
         """The store is open, its journal replayed, and the node leads its group."""
-        return self._tokenizers_loaded and self._store is not None and self._store.ready
+        return self._store is not None and self._store.ready
 
     def get(self) -> ReplicatedStore:
         """The store, or :class:`NotReady` until :attr:`ready`."""
@@ -74,9 +73,10 @@ class StoreStartup:
         started = time.monotonic()
         config = self._config
         listeners = self._listeners
-        # Loading an encoding takes about a second: done here, once, instead of
-        # on the event loop by the first request that counts tokens.
-        tokenizers = loop.run_in_executor(None, _load_tokenizers)
+        # Loading an encoding takes about a second: started here, on a worker
+        # thread, so the first request that counts tokens does not stall the
+        # event loop (requests that come earlier count on a worker thread too).
+        loop.run_in_executor(None, _load_tokenizers)
         self._constructing = loop.run_in_executor(
             None,
             lambda: ReplicatedStore(
@@ -93,8 +93,6 @@ class StoreStartup:
             "opened %s (%d journal entries); replaying", config.data_dir, len(store.journal)
         )
         await store.wait_ready(timeout=None)
-        await tokenizers
-        self._tokenizers_loaded = True
         logger.info("ready after %.1f s", time.monotonic() - started)
         return store
 
