@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,6 +79,30 @@ def compact_result(result: CompactResult) -> JSONObject:
         "needs_compaction": result.needs_compaction,
         "message_count": result.message_count,
     }
+
+
+def window(
+    *,
+    version: int,
+    messages: list[Message],
+    budget_tokens: int,
+    needs_compaction: bool,
+    segments: list[dict[str, int | str | None]],
+) -> bytes:
+    """The ``GET …/context`` body, the bytes ``json.dumps`` of the whole would give.
+
+    Each message is encoded by its own ``json.dumps`` call and the results
+    joined, so a worker thread rendering a large window gives the event loop
+    the interpreter between messages instead of holding it for the whole body.
+    """
+    encode = json.dumps
+    rendered = ", ".join([encode(message(item)) for item in messages])
+    tokens = sum(item.token_count for item in messages)
+    return (
+        f'{{"version": {version}, "messages": [{rendered}], "used_tokens": {tokens}, '
+        f'"budget_tokens": {budget_tokens}, "needs_compaction": {encode(needs_compaction)}, '
+        f'"segments": {encode(segments)}}}'
+    ).encode()
 
 
 def page(items: list[Message], **extra: Any) -> JSONObject:

@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -28,7 +28,7 @@ from ..core.models import (
     KeptMessage,
     content_digest,
 )
-from ..core.state import check_version
+from ..core.state import check_version, window_within
 from ..replication import ReplicatedStore
 from ..tokens import count_parts
 from . import render, validation
@@ -38,6 +38,7 @@ routes = web.RouteTableDef()
 
 _OFFLOAD_BYTES = 64 * 1024  # count tokens of larger bodies off the event loop
 _T = TypeVar("_T")
+_INLINE_RENDER_MESSAGES = 500  # larger windows render off the event loop
 
 
 def _now_ms() -> int:
@@ -228,20 +229,27 @@ async def get_window(request: web.Request) -> web.Response:
         context = machine.get(context_id)
         if "if_version" in params:
             check_version(context, params["if_version"])
-        if "budget_tokens" in params:
-            budget = params["budget_tokens"]
-            window = context.window_within(budget)
-        else:  # the stored window, whole: what the context and the append answers describe
-            budget, window = context.config.token_budget, context.window
-        body: dict[str, Any] = {
-            "version": context.version,
-            "messages": [render.message(item) for item in window],
-            "used_tokens": windows.window_tokens(window),
-            "budget_tokens": budget,
-            "needs_compaction": context.needs_compaction,
-            "segments": windows.segments(window),
-        }
-    return web.json_response(body)
+        # Messages are immutable: a copy of the list is all that needs the lock.
+        window, version = context.window, context.version
+        budget = params.get("budget_tokens", context.config.token_budget)
+        needs_compaction = context.needs_compaction
+    trim_to = params.get("budget_tokens")
+
+    def render_window() -> bytes:
+        shown = window if trim_to is None else window_within(window, trim_to)
+        return render.window(
+            version=version,
+            messages=shown,
+            budget_tokens=budget,
+            needs_compaction=needs_compaction,
+            segments=windows.segments(shown),
+        )
+
+    if len(window) <= _INLINE_RENDER_MESSAGES:
+        body = render_window()
+    else:  # a large window: trimmed and rendered on a worker thread, in pieces
+        body = await asyncio.get_running_loop().run_in_executor(None, render_window)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 @routes.post("/v1/contexts/{context_id}/compact")

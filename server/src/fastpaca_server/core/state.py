@@ -96,15 +96,7 @@ class Context:
 
     def window_within(self, budget: int) -> list[Message]:
         """The window, trimmed (oldest unpinned units first) to fit ``budget`` tokens."""
-        if windows.window_tokens(self.window) <= budget:
-            return self.window
-        pinned = windows.pinned_tokens(self.window)
-        if pinned > budget:
-            raise InvalidInput(
-                f"Pinned messages use {pinned} tokens, more than budget_tokens={budget}.",
-                "budget_too_small",
-            )
-        return windows.trim(self.window, max_tokens=budget, max_messages=None)
+        return window_within(self.window, budget)
 
     def tail(self, offset: int, limit: int) -> list[Message]:
         """The ``limit`` messages before the newest ``offset``, oldest first."""
@@ -130,6 +122,22 @@ class ContextView:
     needs_compaction: bool
     created_at: int
     updated_at: int
+
+
+def window_within(window: list[Message], budget: int) -> list[Message]:
+    """``window`` trimmed (oldest unpinned units first) to fit ``budget`` tokens.
+
+    Raises ``budget_too_small`` when the pinned messages alone do not fit.
+    """
+    if windows.window_tokens(window) <= budget:
+        return window
+    pinned = windows.pinned_tokens(window)
+    if pinned > budget:
+        raise InvalidInput(
+            f"Pinned messages use {pinned} tokens, more than budget_tokens={budget}.",
+            "budget_too_small",
+        )
+    return windows.trim(window, max_tokens=budget, max_messages=None)
 
 
 def merge_patch(target: JSONObject, patch: JSONObject) -> JSONObject:
