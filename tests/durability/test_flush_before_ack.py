@@ -5,7 +5,7 @@ A real :class:`ReplicatedStore` runs in this process. Two probes watch it:
 * every ``os.fdatasync``/``os.fsync`` of the journal (or of the new journal
   file a compaction renames in) reads the file as the OS holds it at that
   moment and records the highest Raft index it contains: the durable index;
-* the submit callback path (``settle_from_thread``, where pysyncobj's callback
+* the submit callback path (``settle_all_from_thread``, where pysyncobj's callback
   hands the result to the event loop) records, for every acknowledgement, the
   durable index at that moment.
 
@@ -72,16 +72,17 @@ class DurabilityProbe:
 
         monkeypatch.setattr(DurableJournal, "add", add)
 
-        real_settle = node_module.settle_from_thread
+        real_settle = node_module.settle_all_from_thread
 
-        def settle(loop: Any, future: Any, result: Any, error: Any) -> None:
-            if result is not None and isinstance(result[0], AppendResult):
-                with self.lock:
-                    ids = [message.id for message in result[0].messages]
-                    self.acks.append((ids, self.durable_index))
-            real_settle(loop, future, result, error)
+        def settle(loop: Any, outcomes: list[tuple[Any, Any, Any]]) -> None:
+            with self.lock:
+                for _, result, _ in outcomes:
+                    if result is not None and isinstance(result[0], AppendResult):
+                        ids = [message.id for message in result[0].messages]
+                        self.acks.append((ids, self.durable_index))
+            real_settle(loop, outcomes)
 
-        monkeypatch.setattr(node_module, "settle_from_thread", settle)
+        monkeypatch.setattr(node_module, "settle_all_from_thread", settle)
 
     def index_of(self, message_id: str) -> int:
         needle = message_id.encode()
@@ -102,8 +103,13 @@ class DurabilityProbe:
         return problems
 
 
-def run_appends(data_dir: Path, compaction_entries: int) -> list[str]:
-    """Append APPENDS messages, CONCURRENCY at a time; return the acknowledged ids."""
+def run_appends(
+    data_dir: Path, compaction_entries: int, concurrency: int = CONCURRENCY
+) -> list[str]:
+    """Append APPENDS messages, ``concurrency`` at a time; return the acknowledged ids.
+
+    Appends submitted together become one Raft entry, so ``concurrency`` also
+    sets the size of the journal records."""
 
     async def scenario() -> list[str]:
         store = ReplicatedStore(str(data_dir), log_compaction_entries=compaction_entries)
@@ -111,8 +117,8 @@ def run_appends(data_dir: Path, compaction_entries: int) -> list[str]:
             await store.wait_ready()
             await store.submit(manual_context("flush"))
             acknowledged: list[str] = []
-            for start in range(0, APPENDS, CONCURRENCY):
-                ids = [f"fba-{n:06d}" for n in range(start, start + CONCURRENCY)]
+            for start in range(0, APPENDS, concurrency):
+                ids = [f"fba-{n:06d}" for n in range(start, start + concurrency)]
                 results = await asyncio.gather(
                     *(store.submit(append_command("flush", message_id)) for message_id in ids)
                 )
@@ -145,6 +151,8 @@ def test_without_flush_before_ack_the_probe_reports_violations(
 ) -> None:
     mutations.apply_with(monkeypatch, mutation)
     probe = DurabilityProbe(monkeypatch, tmp_path)
-    run_appends(tmp_path, 100_000)
+    # Small groups: records that fit Python's write buffer (a record larger than
+    # the buffer goes straight to the OS, which hides the missing buffer flush).
+    run_appends(tmp_path, 100_000, concurrency=4)
     violations = probe.violations()
     assert violations, "the probe missed acknowledgements of unsynced entries"

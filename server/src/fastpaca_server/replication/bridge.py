@@ -26,6 +26,20 @@ def settle_from_thread(
         loop.call_soon_threadsafe(settle)
 
 
+def settle_all_from_thread(
+    loop: asyncio.AbstractEventLoop, outcomes: list[tuple[asyncio.Future[Any], Any, Any]]
+) -> None:
+    """Complete each ``(future, result, error)`` from another thread: one wake-up for all."""
+
+    def settle() -> None:
+        for future, result, error in outcomes:
+            if not future.done():
+                future.set_result((result, error))
+
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(settle)
+
+
 class ThreadToLoopQueue(Generic[_T]):
     """Items put on any thread, handed in order to ``consume`` on ``loop``'s thread.
 

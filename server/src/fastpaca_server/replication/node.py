@@ -36,13 +36,15 @@ from pysyncobj.node import Node
 from pysyncobj.transport import Transport
 
 from ..core import Command, DomainError, StateMachine, command_from_json, command_to_json
-from .bridge import settle_from_thread
+from .bridge import settle_all_from_thread, settle_from_thread
 from .journal import DurableJournal, repair_journal_file
 from .snapshot import SnapshotStore
 
 logger = logging.getLogger(__name__)
 
 JOURNAL_FILE = "raft.journal"
+MAX_GROUP = 256
+"""Most commands proposed in one Raft entry."""
 SNAPSHOT_FILE = "raft.snapshot"
 
 
@@ -91,7 +93,7 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
         self.addOnTickCallback(self._commit_without_waiting)
 
     @replicated  # type: ignore[untyped-decorator]
-    def apply_command(self, payload: str) -> tuple[Any, DomainError | None]:
+    def apply_command(self, payload: str) -> list[tuple[Any, DomainError | None]]:
         return self._store._apply(payload)
 
     def _commit_without_waiting(self) -> None:
@@ -196,6 +198,8 @@ class ReplicatedStore:
         self._settled = False
         self._failure: BaseException | None = None
         self._listeners: list[ApplyListener] = []
+        self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._proposal_scheduled = False
         for listener in apply_listeners:
             self.add_apply_listener(listener)
         journal_path = os.path.join(data_dir, JOURNAL_FILE)
@@ -300,17 +304,21 @@ class ReplicatedStore:
     async def submit(self, command: Command) -> Any:
         """Propose ``command``; return the core's result or raise its DomainError.
 
-        Raises :class:`ReplicationError` when the command was not committed, or
-        when its outcome is unknown (timeout): retry with the same idempotency key.
+        Commands submitted together (in the same turn of the event loop) are
+        proposed as one Raft entry: one journal record, one fsync, one apply
+        pass, one wake-up of the loop; each still gets its own outcome (a 409
+        for one does not fail the others). Raises :class:`ReplicationError`
+        when the command was not committed, or when its outcome is unknown
+        (timeout): retry with the same idempotency key.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        payload = json.dumps(command_to_json(command), separators=(",", ":"), ensure_ascii=False)
-
-        def on_done(result: Any, error: Any) -> None:
-            settle_from_thread(loop, future, result, error)
-
-        self._node.apply_command(payload, callback=on_done)
+        self._pending.append((command_to_json(command), future))
+        if len(self._pending) >= MAX_GROUP:
+            self._propose_pending(loop)
+        elif not self._proposal_scheduled:
+            self._proposal_scheduled = True
+            loop.call_soon(self._propose_pending, loop)
         try:
             result, error = await asyncio.wait_for(future, self.submit_timeout)
         except TimeoutError:
@@ -330,17 +338,43 @@ class ReplicatedStore:
             raise domain_error
         return value
 
+    def _propose_pending(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Propose every command waiting to be proposed as one Raft entry."""
+        self._proposal_scheduled = False
+        group, self._pending = self._pending, []
+        if not group:
+            return
+        payload = json.dumps([item for item, _ in group], separators=(",", ":"), ensure_ascii=False)
+        futures = [future for _, future in group]
+
+        def on_done(results: Any, error: Any) -> None:
+            if error == FAIL_REASON.SUCCESS:
+                outcomes = [(f, r, error) for f, r in zip(futures, results, strict=True)]
+            else:
+                outcomes = [(future, None, error) for future in futures]
+            settle_all_from_thread(loop, outcomes)
+
+        self._node.apply_command(payload, callback=on_done)
+
     # --- called on the Raft thread -------------------------------------------
 
-    def _apply(self, payload: str) -> tuple[Any, DomainError | None]:
-        command = command_from_json(json.loads(payload))
+    def _apply(self, payload: str) -> list[tuple[Any, DomainError | None]]:
+        """Apply one Raft entry: a list of commands (a single command in older
+        journals), each in turn, each with its own outcome."""
+        data = json.loads(payload)
+        commands = data if isinstance(data, list) else [data]
+        outcomes: list[tuple[Any, DomainError | None]] = []
         with self._lock:
-            try:
-                result = self._machine.apply(command)
-            except DomainError as error:
-                return None, error
-            self._tell_listeners("command_applied", command, result)
-            return result, None
+            for item in commands:
+                command = command_from_json(item)
+                try:
+                    result = self._machine.apply(command)
+                except DomainError as error:
+                    outcomes.append((None, error))
+                    continue
+                self._tell_listeners("command_applied", command, result)
+                outcomes.append((result, None))
+        return outcomes
 
     def _current_state(self) -> StateMachine:
         return self._machine
