@@ -25,6 +25,7 @@ error, instead of failing on pysyncobj's thread); pysyncobj's first call to
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pickle
@@ -111,6 +112,7 @@ class SnapshotStore:
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:  # the child: only this thread exists; no logging, no locks
+            gc.disable()  # a collection would touch (and so copy) every page of the state
             code = 0
             try:
                 write_snapshot(self.path, raft_part, machine)
