@@ -6,7 +6,7 @@ HOST ?= $(or $(FASTPACA_HOST),127.0.0.1)
 PORT ?= $(or $(FASTPACA_PORT),4000)
 DATA_DIR ?= $(or $(FASTPACA_DATA_DIR),./data)
 
-.PHONY: install serve test lint typecheck pytest tstest bench clean
+.PHONY: install serve test lint typecheck pytest tstest bench bench-quick clean
 
 TS := sdk-typescript
 
@@ -49,8 +49,21 @@ tstest: install
 
 test: lint typecheck pytest tstest
 
-bench: install
-	$(BIN)/python bench/append_latency.py
+# Benchmarks, never part of `make test` (bench/README.md, docs/benchmarks.md): every figure
+# beside its baselines; writes bench/results/latest.json. The harness's own packages (the
+# LangChain + PostgreSQL baseline, charts) are installed here, not by `make install`; wrk is
+# the system's (bench/run.py installs the Debian package when run as root, or says how).
+BENCH_INSTALLED := $(VENV)/.bench-installed
+
+$(BENCH_INSTALLED): bench/requirements.txt $(VENV)/.installed
+	$(BIN)/pip install --quiet -r bench/requirements.txt
+	touch $@
+
+bench: install $(BENCH_INSTALLED)
+	$(BIN)/python bench/run.py
+
+bench-quick: install $(BENCH_INSTALLED)
+	$(BIN)/python bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) $(TS)/node_modules $(TS)/dist

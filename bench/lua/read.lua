@@ -1,0 +1,4 @@
+-- GET the LLM window, cycling over the contexts.
+function request()
+  return read_request(next_context())
+end
