@@ -53,7 +53,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("tokenizer", TOKENIZERS)
 def test_encodings_load_offline(no_network: None, tokenizer: str) -> None:
-    tokens.encoding.cache_clear()
+    tokens._encodings.clear()
     try:
         encoding = tokens.encoding(tokenizer)
         assert encoding.name == tokenizer
@@ -61,12 +61,12 @@ def test_encodings_load_offline(no_network: None, tokenizer: str) -> None:
             tokenizer
         ).encode_ordinary("hello world")
     finally:
-        tokens.encoding.cache_clear()
+        tokens._encodings.clear()
 
 
 def test_offline_loading_restores_tiktokens_file_reader() -> None:
     original = tiktoken.load.read_file_cached
-    tokens.encoding.cache_clear()
+    tokens._encodings.clear()
     tokens.encoding("cl100k_base")
     assert tiktoken.load.read_file_cached is original
 

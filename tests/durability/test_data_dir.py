@@ -264,7 +264,10 @@ def test_v1_answers_not_ready_until_the_journal_is_replayed(
             validate_httpx_response(response)
             not_ready += 1
             # the same for a write, and for a route of no context at all
-            write = client.post("/v1/contexts/missing/messages", json={"message": {}})
+            write = client.post(
+                "/v1/contexts/missing/messages",
+                json={"message": {"role": "user", "parts": [{"type": "text", "text": "x"}]}},
+            )
             assert (write.status_code, write.json()["error"]) in (
                 (503, "not_ready"),
                 (404, "not_found"),  # ready in between; nothing written
