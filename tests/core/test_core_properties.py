@@ -594,13 +594,7 @@ class BatchWindow:
         does not count towards the trigger either)."""
         if self.config.policy.strategy != "manual":
             calls = {c for m in self.window for c in windows.tool_call_ids(m)}
-            calls.update(windows.tool_call_ids(message))
-            keep = [
-                i
-                for i, part in enumerate(message.parts)
-                if part.get("type") != "tool_result" or part.get("tool_call_id") in calls
-            ]
-            stripped = windows._only_parts(message, keep)
+            stripped = windows.without_orphan_results(message, calls.__contains__)
             if stripped is None:
                 return
             message = stripped

@@ -166,8 +166,7 @@ async def append_messages(request: web.Request) -> web.Response:
         metrics.appended_messages.inc(len(messages))
         metrics.appended_tokens.inc(sum(m.token_count for m in messages))
         metrics.window_tokens.observe(result.used_tokens)
-        with _store(request).read() as machine:
-            metrics.window_messages.observe(len(machine.get(context_id).live))
+        metrics.window_messages.observe(result.window_messages)
     return web.json_response(
         render.append_result(result), status=201, headers=_replay_header(result.replayed)
     )

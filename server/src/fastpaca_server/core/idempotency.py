@@ -118,11 +118,7 @@ class IdempotencyTable:
 
     def digests(self) -> Iterator[bytes]:
         """Key digests, oldest first."""
-        ring, count = self._ring, self._size
-        capacity = len(ring) // _DIGEST
-        for offset in range(count):
-            at = ((self._ring_head + offset) % capacity) * _DIGEST
-            yield bytes(ring[at : at + _DIGEST])
+        return self._ring_digests(self._size)
 
     # --- snapshots -------------------------------------------------------------------
 
@@ -229,7 +225,7 @@ class IdempotencyTable:
         capacity = len(self._ring) // _DIGEST
         count = self._size  # already counts the record just inserted
         if count > capacity:
-            ordered = b"".join(self.digests_for(count - 1))
+            ordered = b"".join(self._ring_digests(count - 1))
             new_capacity = max(_MIN_CAPACITY, capacity * 2)
             self._ring = bytearray(ordered) + bytearray((new_capacity - (count - 1)) * _DIGEST)
             self._ring_head = 0
@@ -237,7 +233,8 @@ class IdempotencyTable:
         at = ((self._ring_head + count - 1) % capacity) * _DIGEST
         self._ring[at : at + _DIGEST] = digest
 
-    def digests_for(self, count: int) -> Iterator[bytes]:
+    def _ring_digests(self, count: int) -> Iterator[bytes]:
+        """The ``count`` oldest digests of the ring, oldest first."""
         ring = self._ring
         capacity = len(ring) // _DIGEST
         for offset in range(count):
@@ -254,7 +251,7 @@ class IdempotencyTable:
 
     def _ring_remove(self, digest: bytes) -> None:
         """Take ``digest`` out of the middle of the ring (a key used again: rare)."""
-        kept = [d for d in self.digests_for(self._size + 1) if d != digest]
+        kept = [d for d in self._ring_digests(self._size + 1) if d != digest]
         capacity = len(self._ring) // _DIGEST
         self._ring = bytearray(b"".join(kept)) + bytearray((capacity - len(kept)) * _DIGEST)
         self._ring_head = 0

@@ -104,31 +104,16 @@ class LiveWindow:
         """Append ``message``; with ``strip_orphans`` its results without a call in
         the window are removed first. Returns whether it entered the window (a
         message made only of orphan results does not)."""
+        kept = rules.without_orphan_results(message, self._units_of_call.__contains__)
+        if kept is not message:
+            if not strip_orphans:
+                self.may_hold_orphans = True
+            elif kept is None:
+                return False
+            else:
+                message = kept
         results = rules.tool_result_ids(message)
         own_calls = rules.tool_call_ids(message)
-        if results:
-            calls = self._units_of_call
-
-            def known(call: str) -> bool:
-                return call in calls or call in own_calls
-
-            orphans = [call for call in results if not known(call)]
-            if orphans and strip_orphans:
-                keep = [
-                    i
-                    for i, part in enumerate(message.parts)
-                    if not (
-                        part.get("type") == rules.TOOL_RESULT
-                        and not known(str(part.get("tool_call_id")))
-                    )
-                ]
-                stripped = rules._only_parts(message, keep)
-                if stripped is None:
-                    return False
-                message = stripped
-                results = rules.tool_result_ids(message)
-            elif orphans:
-                self.may_hold_orphans = True
         position = self._next_position
         self._next_position += 1
         joined = {id(u): u for c in results if (u := self._unit_of_call(c)) is not None}

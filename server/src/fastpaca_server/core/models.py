@@ -213,6 +213,9 @@ class AppendResult:
     used_tokens: int
     needs_compaction: bool
     replayed: bool = False
+    window_messages: int = attrs.field(default=0, eq=False)
+    """Messages in the window after the append (for metrics; not part of the
+    answer, and 0 on a replay, which is rebuilt from the log)."""
 
 
 @attrs.frozen
@@ -224,11 +227,7 @@ class CompactResult:
     replayed: bool = False
 
 
-def _make_converter() -> cattrs.Converter:
-    return cattrs.Converter(forbid_extra_keys=True)
-
-
-converter = _make_converter()
+converter = cattrs.Converter(forbid_extra_keys=True)
 
 
 def command_to_json(command: Command) -> JSONObject:

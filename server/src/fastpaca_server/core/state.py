@@ -274,6 +274,7 @@ class StateMachine:
             messages=appended,
             used_tokens=context.used_tokens,
             needs_compaction=context.needs_compaction,
+            window_messages=len(context.live),
         )
         _remember(context, command.idempotency_key, command.fingerprint, result)
         return result

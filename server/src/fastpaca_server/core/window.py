@@ -12,7 +12,7 @@ holds a result without its call.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
@@ -103,24 +103,34 @@ def strip_orphan_results(window: Sequence[Message]) -> list[Message]:
     calls: set[str] = set()
     result: list[Message] = []
     for message in window:
-        results = tool_result_ids(message)
-        own_calls = tool_call_ids(message)
-        known = calls.union(own_calls) if own_calls else calls
-        if results and not known.issuperset(results):
-            keep = [
-                i
-                for i, part in enumerate(message.parts)
-                if not (
-                    part.get("type") == TOOL_RESULT and str(part.get("tool_call_id")) not in known
-                )
-            ]
-            stripped = _only_parts(message, keep)
-            if stripped is None:
-                continue
-            message = stripped
-        calls.update(own_calls)
-        result.append(message)
+        kept = without_orphan_results(message, calls.__contains__)
+        if kept is None:
+            continue
+        calls.update(tool_call_ids(kept))
+        result.append(kept)
     return result
+
+
+def without_orphan_results(message: Message, known: Callable[[str], bool]) -> Message | None:
+    """``message`` without the ``tool_result`` parts whose call is neither ``known``
+    nor in the message itself (``message`` itself when there are none; ``None``
+    when nothing with content is left)."""
+    results = tool_result_ids(message)
+    if not results:
+        return message
+    own_calls = tool_call_ids(message)
+
+    def answered(call: str) -> bool:
+        return call in own_calls or known(call)
+
+    if all(answered(call) for call in results):
+        return message
+    keep = [
+        i
+        for i, part in enumerate(message.parts)
+        if not (part.get("type") == TOOL_RESULT and not answered(str(part.get("tool_call_id"))))
+    ]
+    return _only_parts(message, keep)
 
 
 def _keep(window: Sequence[Message], units: Iterable[Unit]) -> list[Message]:

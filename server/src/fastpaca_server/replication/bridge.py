@@ -11,21 +11,6 @@ from typing import Any, Generic, TypeVar
 _T = TypeVar("_T")
 
 
-def settle_from_thread(
-    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any, error: Any
-) -> None:
-    """Complete ``future`` (owned by ``loop``) from another thread, exactly once."""
-
-    def settle() -> None:
-        if future.done():
-            return
-        future.set_result((result, error))
-
-    # A closed loop raises RuntimeError: nobody waits for this result any more.
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(settle)
-
-
 def settle_all_from_thread(
     loop: asyncio.AbstractEventLoop, outcomes: list[tuple[asyncio.Future[Any], Any, Any]]
 ) -> None:

@@ -36,7 +36,7 @@ from pysyncobj.node import Node
 from pysyncobj.transport import Transport
 
 from ..core import Command, DomainError, StateMachine, command_from_json, command_to_json
-from .bridge import settle_all_from_thread, settle_from_thread
+from .bridge import settle_all_from_thread
 from .journal import DurableJournal, repair_journal_file
 from .snapshot import SnapshotStore
 
@@ -271,7 +271,7 @@ class ReplicatedStore:
             self._failure = failure
             waiters, self._waiters = self._waiters, []
         for loop, future in waiters:
-            settle_from_thread(loop, future, None, failure)
+            settle_all_from_thread(loop, [(future, None, failure)])
 
     def close(self) -> None:
         self._node.destroy()
