@@ -30,7 +30,7 @@ from ._exceptions import (
     RateLimitError,
     ServiceUnavailableError,
 )
-from ._parts import field_of, paired_tool_call_ids, part_payload, to_plain
+from ._parts import ai_sdk_tool, field_of, paired_tool_call_ids, part_payload, to_plain
 from ._stream import (
     AssembledMessage,
     AsyncContextStream,
@@ -114,6 +114,7 @@ __all__ = [
     "Window",
     "__version__",
     "accumulator_for",
+    "ai_sdk_tool",
     "field_of",
     "paired_tool_call_ids",
     "parse_tool_arguments",

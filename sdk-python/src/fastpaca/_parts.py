@@ -42,11 +42,18 @@ def part_payload(part: Mapping[str, Any]) -> Any:
     return None
 
 
-def _ai_sdk_tool_part(part: Mapping[str, Any]) -> bool:
+def ai_sdk_tool(part: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(call id, tool name)`` of an ai-sdk ``tool-<name>`` or ``dynamic-tool`` part
+    (one part holding a call and, once it ran, its output), else ``None``."""
     part_type = part.get("type")
-    return isinstance(part_type, str) and (
-        part_type.startswith("tool-") or part_type == "dynamic-tool"
-    )
+    call_id = part.get("toolCallId")
+    if not isinstance(part_type, str) or not isinstance(call_id, str):
+        return None
+    if part_type == "dynamic-tool" and isinstance(part.get("toolName"), str):
+        return call_id, part["toolName"]
+    if part_type.startswith("tool-"):
+        return call_id, part_type.removeprefix("tool-")
+    return None
 
 
 def paired_tool_call_ids(messages: Iterable[Mapping[str, Any]]) -> set[str]:
@@ -61,10 +68,9 @@ def paired_tool_call_ids(messages: Iterable[Mapping[str, Any]]) -> set[str]:
                 calls.add(part["id"])
             elif part_type == "tool_result" and isinstance(part.get("tool_call_id"), str):
                 results.add(part["tool_call_id"])
-            elif (
-                _ai_sdk_tool_part(part)
-                and isinstance(part.get("toolCallId"), str)
-                and part.get("state") in ("output-available", "output-error")
+            elif ai_sdk_tool(part) is not None and part.get("state") in (
+                "output-available",
+                "output-error",
             ):
                 calls.add(part["toolCallId"])
                 results.add(part["toolCallId"])

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NotRequired, TypedDict, cast
 
 from anthropic.types import MessageParam
-from fastpaca import Message, paired_tool_call_ids, part_payload, to_plain
+from fastpaca import Message, ai_sdk_tool, paired_tool_call_ids, part_payload, to_plain
 
 __all__ = ["AnthropicRequest", "from_anthropic_messages", "to_anthropic_messages"]
 
@@ -79,18 +79,6 @@ def _result_content(payload: Any) -> str:
     return payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
 
 
-def _ai_sdk_tool(part: Mapping[str, Any]) -> tuple[str, str] | None:
-    part_type = part.get("type")
-    call_id = part.get("toolCallId")
-    if not isinstance(part_type, str) or not isinstance(call_id, str):
-        return None
-    if part_type == "dynamic-tool" and isinstance(part.get("toolName"), str):
-        return call_id, part["toolName"]
-    if part_type.startswith("tool-"):
-        return call_id, part_type.removeprefix("tool-")
-    return None
-
-
 def _assistant_blocks(
     parts: list[Mapping[str, Any]], paired: set[str]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -123,7 +111,7 @@ def _assistant_blocks(
                 }
             )
         else:
-            call = _ai_sdk_tool(part)
+            call = ai_sdk_tool(part)
             if call is not None and call[0] in paired:
                 blocks.append(
                     {

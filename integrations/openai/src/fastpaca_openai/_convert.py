@@ -27,7 +27,14 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
-from fastpaca import Message, paired_tool_call_ids, parse_tool_arguments, part_payload, to_plain
+from fastpaca import (
+    Message,
+    ai_sdk_tool,
+    paired_tool_call_ids,
+    parse_tool_arguments,
+    part_payload,
+    to_plain,
+)
 from openai.types.chat import ChatCompletionMessageParam
 from openai.types.responses import ResponseInputItemParam
 
@@ -85,19 +92,6 @@ def _user_content(parts: list[Mapping[str, Any]]) -> str | list[dict[str, Any]] 
     return items
 
 
-def _ai_sdk_tool(part: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(call id, tool name) of an ai-sdk tool part, or ``None``."""
-    part_type = part.get("type")
-    call_id = part.get("toolCallId")
-    if not isinstance(part_type, str) or not isinstance(call_id, str):
-        return None
-    if part_type == "dynamic-tool" and isinstance(part.get("toolName"), str):
-        return call_id, part["toolName"]
-    if part_type.startswith("tool-"):
-        return call_id, part_type.removeprefix("tool-")
-    return None
-
-
 def _ai_sdk_tool_output(part: Mapping[str, Any]) -> Any:
     if part.get("state") == "output-error":
         return part.get("errorText", "error")
@@ -135,7 +129,7 @@ def to_openai_messages(
                     call = (part["id"], str(part.get("name")))
                     arguments = part_payload(part)
                 else:
-                    call = _ai_sdk_tool(part)
+                    call = ai_sdk_tool(part)
                     if call is not None and call[0] in paired:
                         arguments = part.get("input")
                         tool_messages.append(
@@ -300,7 +294,7 @@ def to_responses_input(messages: Iterable[Mapping[str, Any]]) -> list[ResponseIn
                     }
                 )
             else:
-                call = _ai_sdk_tool(part)
+                call = ai_sdk_tool(part)
                 if call is not None and call[0] in paired:
                     calls.append(
                         {
