@@ -184,3 +184,74 @@ def test_count_parts_adds_the_message_overhead(tokenizer: str) -> None:
 def test_count_parts_of_no_parts_is_the_overhead() -> None:
     assert tokens.MESSAGE_OVERHEAD == 4
     assert tokens.count_parts([], "o200k_base") == (4, [])
+
+
+# --- long texts: counted in segments, in linear time ------------------------------------
+
+_WORDS = [
+    "context",
+    "window",
+    "naïve",
+    "日本語",
+    "Straße",
+    "don't",
+    "x=1;",
+    "(a,b)",
+    "42",
+    "tool_call",
+    "\n",
+    "\n\n",
+    "  ",
+    "\t",
+    "—",
+    "🚀",
+    "URL:",
+    "https://example.com/a?b=c",
+]
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+    tokenizer=st.sampled_from(TOKENIZERS),
+)
+def test_a_long_text_is_counted_exactly_in_segments(seed: int, tokenizer: str) -> None:
+    """Cut only where a piece starts, a long text's segments add up to tiktoken's count."""
+    import random
+
+    rng = random.Random(seed)
+    words = [rng.choice(_WORDS) for _ in range(40_000)]
+    text = "".join(word + rng.choice([" ", " ", " ", "", "\n", ". "]) for word in words)
+    assert len(text) > tokens.LONG_TEXT
+    segments = list(tokens._segments(text))
+    assert len(segments) > 3 and all(cut == 0 for _, cut in segments)
+    assert "".join(segment for segment, _ in segments) == text
+    exact = len(tokens.encoding(tokenizer).encode_ordinary(text))
+    assert tokens.count_text(text, tokenizer) == exact
+
+
+@pytest.mark.parametrize("tokenizer", TOKENIZERS)
+@pytest.mark.parametrize(
+    "kind", ["lowercase", "base64", "one letter", "spaces", "cjk", "letters then prose"]
+)
+def test_a_run_without_piece_boundaries_is_never_under_counted(tokenizer: str, kind: str) -> None:
+    """Runs that must be cut inside a piece count at least tiktoken's tokens, and at
+    most one token per cut plus what the cuts split more."""
+    import random
+    import string
+
+    rng = random.Random(kind)
+    size = 200_000
+    text = {
+        "lowercase": "".join(rng.choices(string.ascii_lowercase, k=size)),
+        "base64": "".join(rng.choices(string.ascii_letters + string.digits + "+/", k=size)),
+        "one letter": "a" * size,
+        "spaces": " " * size,
+        "cjk": "".join(chr(rng.randint(0x4E00, 0x9FFF)) for _ in range(size)),
+        "letters then prose": "q" * (size // 2) + " and then some prose" * (size // 40),
+    }[kind]
+    cuts = sum(cut for _, cut in tokens._segments(text))
+    assert cuts > 0
+    exact = len(tokens.encoding(tokenizer).encode_ordinary(text))
+    counted = tokens.count_text(text, tokenizer)
+    assert exact <= counted <= exact + 8 * cuts

@@ -431,20 +431,24 @@ def test_concurrent_puts_each_answer_with_their_own_state(api: Api, server: Serv
     assert answers[final["token_budget"]]["version"] == final["version"] == 9
 
 
+def compact_json(value: JSON) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def test_large_windows_render_to_the_same_bytes_as_small_ones(api: Api) -> None:
-    """Windows over 500 messages are rendered on a worker thread, message by message:
-    the body is still exactly ``json.dumps`` of the whole, as for small windows."""
+    """Windows over 500 messages are trimmed and rendered on a worker thread: the body
+    is still exactly the compact UTF-8 JSON of the whole, as for small windows."""
     context_id = api.create(token_budget=1000, policy={"strategy": "manual"})["id"]
     batch = [text_message(f"m{n} ünïcødé ☃", "user" if n % 2 else "assistant") for n in range(600)]
     api.append(context_id, *batch[:3])
     small = api.get(f"/v1/contexts/{context_id}/context")
-    assert small.content == json.dumps(json.loads(small.content)).encode()
+    assert small.content == compact_json(json.loads(small.content))
     api.append(context_id, *batch[3:])
     for params in ({}, {"budget_tokens": 2000}):
         large = api.get(f"/v1/contexts/{context_id}/context", params=params)
         assert large.headers["content-type"] == "application/json; charset=utf-8"
         body = json.loads(large.content)
-        assert large.content == json.dumps(body).encode()
+        assert large.content == compact_json(body)
         assert body["used_tokens"] == sum(m["token_count"] for m in body["messages"])
     assert len(json.loads(api.get(f"/v1/contexts/{context_id}/context").content)["messages"]) == 600
     too_small = api.get(f"/v1/contexts/{context_id}/context", params={"budget_tokens": 1})

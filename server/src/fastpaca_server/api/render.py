@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from ..core import Message
-from ..core.models import AppendResult, CompactResult, JSONObject
+from ..core.models import AppendResult, CompactResult, JSONObject, timestamp
 from ..core.state import ContextView
 
 
-def timestamp(ms: int) -> str:
-    """Milliseconds since the epoch as an RFC 3339 UTC timestamp."""
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-
-
 def message(item: Message) -> JSONObject:
-    return {
-        "seq": item.seq,
-        "id": item.id,
-        "role": item.role,
-        "parts": item.parts,
-        "metadata": item.metadata,
-        "token_count": item.token_count,
-        "created_at": timestamp(item.created_at),
-    }
+    """One message as a JSON object (events; reads join :attr:`Message.raw` instead)."""
+    return item.to_json()
 
 
 def context(item: ContextView) -> JSONObject:
@@ -89,21 +75,23 @@ def window(
     needs_compaction: bool,
     segments: list[dict[str, int | str | None]],
 ) -> bytes:
-    """The ``GET …/context`` body, the bytes ``json.dumps`` of the whole would give.
-
-    Each message is encoded by its own ``json.dumps`` call and the results
-    joined, so a worker thread rendering a large window gives the event loop
-    the interpreter between messages instead of holding it for the whole body.
-    """
-    encode = json.dumps
-    rendered = ", ".join([encode(message(item)) for item in messages])
+    """The ``GET …/context`` body: the stored bytes of each message, joined."""
     tokens = sum(item.token_count for item in messages)
-    return (
-        f'{{"version": {version}, "messages": [{rendered}], "used_tokens": {tokens}, '
-        f'"budget_tokens": {budget_tokens}, "needs_compaction": {encode(needs_compaction)}, '
-        f'"segments": {encode(segments)}}}'
-    ).encode()
+    head = b'{"version":%d,"messages":[' % version
+    tail = b'],"used_tokens":%d,"budget_tokens":%d,"needs_compaction":%s,"segments":%s}' % (
+        tokens,
+        budget_tokens,
+        b"true" if needs_compaction else b"false",
+        _compact(segments),
+    )
+    return b"".join((head, b",".join([item.raw for item in messages]), tail))
 
 
-def page(items: list[Message], **extra: Any) -> JSONObject:
-    return {"messages": [message(item) for item in items], **extra}
+def page(items: list[Message], **extra: Any) -> bytes:
+    """A page of log messages (``tail``, ``messages``): their stored bytes, joined."""
+    rest = _compact(extra)[1:]  # the extra fields' object without its opening brace
+    return b"".join((b'{"messages":[', b",".join([item.raw for item in items]), b"],", rest))
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()

@@ -188,7 +188,8 @@ async def tail(request: web.Request) -> web.Response:
         context = machine.get(context_id)
         items = context.tail(params["offset"], params["limit"])
         has_more = bool(items) and (items[0].seq or 0) > 1
-        return web.json_response(render.page(items, last_seq=context.last_seq, has_more=has_more))
+        body = render.page(items, last_seq=context.last_seq, has_more=has_more)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 @routes.get("/v1/contexts/{context_id}/messages")
@@ -210,7 +211,8 @@ async def list_messages(request: web.Request) -> web.Response:
         )
         end = context.last_seq if "before_seq" not in params else params["before_seq"] - 1
         has_more = bool(items) and (items[-1].seq or 0) < min(end, context.last_seq)
-        return web.json_response(render.page(items, last_seq=context.last_seq, has_more=has_more))
+        body = render.page(items, last_seq=context.last_seq, has_more=has_more)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 # --- the LLM window -----------------------------------------------------------

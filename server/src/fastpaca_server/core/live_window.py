@@ -9,9 +9,12 @@ window, with the same rules, as an index that each operation updates in
 proportion to the messages it touches:
 
 * every message has a *position* (a counter that only grows) and belongs to
-  a :class:`_Unit` (the message plus the messages whose ``tool_result``s
-  answer its ``tool_call``s); ``units_of_call`` finds a call's unit, so an
-  appended result joins its call's unit in O(its parts);
+  a unit (the message plus the messages whose ``tool_result``s answer its
+  ``tool_call``s); ``units_of_call`` finds a call's unit, so an appended
+  result joins its call's unit in O(its parts). Most messages are a unit of
+  their own: they have no :class:`_Unit` object (the message's own token
+  count and pinning are the unit's), which keeps the index at about 100
+  bytes per window message;
 * running sums: tokens, tokens of pinned units, messages of unpinned units;
 * ``order``, a deque of positions: trimming drops the oldest unpinned unit
   by popping from its left (positions of dropped or pinned units are popped
@@ -67,6 +70,8 @@ class LiveWindow:
     def __init__(self) -> None:
         self.entries: dict[int, Message] = {}
         self._unit_of: dict[int, _Unit] = {}
+        """Units of more than a plain message (calls, several members, stripped);
+        a position missing here is a unit of its own message."""
         self._units_of_call: dict[str, list[_Unit]] = {}
         """Units holding a call with this id, oldest first; the last one is where
         a result for it goes (ids are meant to be unique, but need not be)."""
@@ -112,28 +117,51 @@ class LiveWindow:
                 return False
             else:
                 message = kept
-        results = rules.tool_result_ids(message)
-        own_calls = rules.tool_call_ids(message)
+        results = message.results
+        own_calls = message.calls
         position = self._next_position
         self._next_position += 1
-        joined = {id(u): u for c in results if (u := self._unit_of_call(c)) is not None}
-        unit = self._merge(list(joined.values())) if joined else _Unit()
         self.entries[position] = message
         self._order.append(position)
+        joined = {id(u): u for c in results or () if (u := self._unit_of_call(c)) is not None}
+        if not joined and not own_calls:
+            self._place(position, message)
+            return True
+        unit = self._merge(list(joined.values())) if joined else _Unit()
         self._join(unit, position, message)
-        for call in own_calls:
+        for call in own_calls or ():
             self._units_of_call.setdefault(call, []).append(unit)
             unit.calls.append(call)
         if unit.stripped:
             self._pending_strip.append(unit)
         return True
 
+    def _place(self, position: int, message: Message) -> None:
+        """Account for ``message`` at ``position`` as a unit of its own."""
+        self.tokens += message.token_count
+        if message.pinned:
+            self.pinned_tokens += message.token_count
+        else:
+            self.unpinned_count += 1
+
+    def _unit_at(self, position: int) -> _Unit:
+        """The unit of ``position``, made into a :class:`_Unit` if it is a plain message."""
+        unit = self._unit_of.get(position)
+        if unit is None:
+            message = self.entries[position]
+            unit = _Unit()
+            unit.members.append(position)
+            unit.tokens = message.token_count
+            unit.pinned = message.pinned
+            self._unit_of[position] = unit
+        return unit
+
     def _join(self, unit: _Unit, position: int, message: Message) -> None:
         was_pinned = unit.pinned
         self._unaccount(unit)
         unit.members.append(position)
         unit.tokens += message.token_count
-        unit.pinned = was_pinned or rules.is_pinned(message)
+        unit.pinned = was_pinned or message.pinned
         self._unit_of[position] = unit
         self.tokens += message.token_count
         self._account(unit)
@@ -176,19 +204,32 @@ class LiveWindow:
 
     def trim(self, *, max_tokens: int, max_messages: int | None, keep_newest: bool) -> None:
         """Drop the oldest unpinned units until both limits hold (:func:`.window.trim`)."""
-        newest = None
-        if keep_newest and self.entries:
-            newest = self._unit_of[next(reversed(self.entries))]
+        newest_position = next(reversed(self.entries)) if keep_newest and self.entries else None
+        newest = None if newest_position is None else self._unit_of.get(newest_position)
         skipped: list[int] = []
         order = self._order
+        entries = self.entries
         while order and (
             self.tokens > max_tokens
             or (max_messages is not None and self.unpinned_count > max_messages)
         ):
             position = order.popleft()
+            message = entries.get(position)
+            if message is None:
+                continue  # dropped already
             unit = self._unit_of.get(position)
-            if unit is None or unit.pinned:
-                continue  # dropped already, or never droppable: not needed in the order again
+            if unit is None:  # a plain message, its own unit
+                if message.pinned:
+                    continue  # never droppable: not needed in the order again
+                if position == newest_position:
+                    skipped.append(position)
+                    continue
+                self.tokens -= message.token_count
+                self.unpinned_count -= 1
+                del entries[position]
+                continue
+            if unit.pinned:
+                continue
             if unit is newest:
                 skipped.append(position)
                 continue
@@ -235,8 +276,11 @@ class LiveWindow:
                 if turn_seq is not None and message.seq is not None and message.seq >= turn_seq:
                     end = position
                     break
-                unit = self._unit_of[position]
-                if not unit.pinned and not unit.stripped:
+                unit = self._unit_of.get(position)
+                if unit is None:
+                    if not message.pinned and self._strippable(message, prefixes):
+                        self._strip_unit(self._unit_at(position), prefixes)
+                elif not unit.pinned and not unit.stripped:
                     self._strip_unit(unit, prefixes)
             position += 1
         self._strip_position = max(self._strip_position, position)
@@ -250,6 +294,10 @@ class LiveWindow:
                 waiting.append(unit)
         self._pending_strip = waiting
 
+    @staticmethod
+    def _strippable(message: Message, prefixes: tuple[str, ...]) -> bool:
+        return rules.strip_unit([message], prefixes)[0] is not message
+
     def _strip_unit(self, unit: _Unit, prefixes: tuple[str, ...]) -> None:
         """Strip one unit's parts; what is left of it is cut into units again
         (a stripped call took its results with it, so the unit may fall apart)."""
@@ -259,7 +307,7 @@ class LiveWindow:
         self.tokens -= unit.tokens
         survivors: list[tuple[int, Message]] = []
         for position, message in zip(members, stripped, strict=True):
-            del self._unit_of[position]
+            self._unit_of.pop(position, None)
             if message is None:
                 del self.entries[position]
             else:
@@ -267,6 +315,9 @@ class LiveWindow:
                 survivors.append((position, message))
         owner: dict[str, _Unit] = {}
         for sub in rules.build_units([message for _, message in survivors]):
+            if len(sub.indices) == 1 and not survivors[sub.indices[0]][1].calls:
+                self._place(*survivors[sub.indices[0]])  # a plain message now
+                continue
             part = _Unit()
             part.stripped = True
             for index in sub.indices:

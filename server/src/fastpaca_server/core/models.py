@@ -9,8 +9,11 @@ command never reads a clock, a random source or the environment.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import sys
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import attrs
@@ -52,24 +55,192 @@ MAX_METADATA_BYTES = 64 * 1024
 ContextStatus = Literal["active", "tombstoned"]
 
 
-@attrs.frozen
+@functools.lru_cache(maxsize=256)
+def timestamp(ms: int) -> str:
+    """Milliseconds since the epoch as an RFC 3339 UTC timestamp (pure: no clock)."""
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def _part_ids(parts: list[JSONObject], kind: str, key: str) -> tuple[str, ...] | None:
+    ids = tuple(str(p[key]) for p in parts if p.get("type") == kind and key in p)
+    return ids or None
+
+
+_SINGLE_COUNTS: dict[int, tuple[int]] = {}
+"""Shared one-element ``part_tokens`` tuples (most messages have one part)."""
+
+
+def _counts(part_tokens: list[int] | tuple[int, ...]) -> tuple[int, ...]:
+    if len(part_tokens) == 1 and 0 <= part_tokens[0] < 4096:
+        value = part_tokens[0]
+        shared = _SINGLE_COUNTS.get(value)
+        if shared is None:
+            shared = _SINGLE_COUNTS[value] = (value,)
+        return shared
+    return tuple(part_tokens)
+
+
 class Message:
-    """A message as the core keeps it, in the log or in the window.
+    """A message as the core keeps it, in the log or in the window: the bytes it
+    is rendered as, and the few facts the window rules need.
+
+    ``raw`` is the message's JSON exactly as the API renders it (``seq``,
+    ``id``, ``role``, ``parts``, ``metadata``, ``token_count``,
+    ``created_at``; compact, UTF-8, key order as received). Reads join these
+    bytes instead of serialising objects, a message costs its JSON plus about
+    100 bytes of RAM, and a window renders to the same bytes before and after
+    a restart. ``id``, ``parts`` and ``metadata`` are parsed back from ``raw``
+    when asked for (compactions, skip_parts, events: never on the append or
+    read path of a plain message).
 
     ``seq`` is ``None`` only for window messages that came from a compaction
     replacement (they are not part of the log). ``part_tokens`` holds the
     tokenizer's count for each part, so a policy that strips parts can
-    recompute the message's size without a tokenizer.
+    recompute the message's size without a tokenizer. ``calls`` and
+    ``results`` are the ids of its ``tool_call`` and ``tool_result`` parts
+    (``None`` when it has none), ``pinned`` whether no policy may drop it.
+    Messages are immutable.
     """
 
+    __slots__ = (
+        "_part_tokens",
+        "calls",
+        "created_at",
+        "pinned",
+        "raw",
+        "results",
+        "role",
+        "seq",
+        "token_count",
+    )
+
     seq: int | None
-    id: str
-    role: str
-    parts: list[JSONObject]
-    metadata: JSONObject | None
     token_count: int
-    part_tokens: list[int]
     created_at: int
+    role: str
+    raw: bytes
+    pinned: bool
+    calls: tuple[str, ...] | None
+    results: tuple[str, ...] | None
+    _part_tokens: tuple[int, ...]
+
+    def __init__(
+        self,
+        *,
+        seq: int | None,
+        id: str,
+        role: str,
+        parts: list[JSONObject],
+        metadata: JSONObject | None,
+        token_count: int,
+        part_tokens: list[int] | tuple[int, ...],
+        created_at: int,
+    ) -> None:
+        rendered = {
+            "seq": seq,
+            "id": id,
+            "role": role,
+            "parts": parts,
+            "metadata": metadata,
+            "token_count": token_count,
+            "created_at": timestamp(created_at),
+        }
+        self._set(ordered_json(rendered), seq, token_count, created_at, role, part_tokens)
+        self._derive(parts, metadata)
+
+    def _set(
+        self,
+        raw: bytes,
+        seq: int | None,
+        token_count: int,
+        created_at: int,
+        role: str,
+        part_tokens: list[int] | tuple[int, ...],
+    ) -> None:
+        setter = object.__setattr__
+        setter(self, "raw", raw)
+        setter(self, "seq", seq)
+        setter(self, "token_count", token_count)
+        setter(self, "created_at", created_at)
+        setter(self, "role", sys.intern(role))
+        setter(self, "_part_tokens", _counts(part_tokens))
+
+    def _derive(self, parts: list[JSONObject], metadata: JSONObject | None) -> None:
+        setter = object.__setattr__
+        pinned = self.role == "system" or (metadata is not None and metadata.get("pinned") is True)
+        setter(self, "pinned", pinned)
+        setter(self, "calls", _part_ids(parts, "tool_call", "id"))
+        setter(self, "results", _part_ids(parts, "tool_result", "tool_call_id"))
+
+    @classmethod
+    def from_raw(
+        cls, raw: bytes, part_tokens: list[int] | tuple[int, ...], created_at: int
+    ) -> Message:
+        """A message from its rendered bytes (a snapshot): parsed once for the window facts."""
+        data = json.loads(raw)
+        message = cls.__new__(cls)
+        message._set(raw, data["seq"], data["token_count"], created_at, data["role"], part_tokens)
+        message._derive(data["parts"], data["metadata"])
+        return message
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Message is immutable (cannot set {name!r})")
+
+    def _data(self) -> JSONObject:
+        data: JSONObject = json.loads(self.raw)
+        return data
+
+    @property
+    def id(self) -> str:
+        value: str = self._data()["id"]
+        return value
+
+    @property
+    def parts(self) -> list[JSONObject]:
+        value: list[JSONObject] = self._data()["parts"]
+        return value
+
+    @property
+    def metadata(self) -> JSONObject | None:
+        value: JSONObject | None = self._data()["metadata"]
+        return value
+
+    @property
+    def part_tokens(self) -> list[int]:
+        return list(self._part_tokens)
+
+    def to_json(self) -> JSONObject:
+        """The message as the API renders it (a new object each call)."""
+        return self._data()
+
+    def with_parts(self, keep: list[int]) -> Message:
+        """This message with only the parts at ``keep`` (its token count reduced by
+        the removed parts' counts); same seq, id, role, metadata and time."""
+        data = self._data()
+        counts = self._part_tokens
+        kept = set(keep)
+        removed = sum(counts[i] for i in range(len(counts)) if i not in kept)
+        return Message(
+            seq=self.seq,
+            id=data["id"],
+            role=self.role,
+            parts=[data["parts"][i] for i in keep],
+            metadata=data["metadata"],
+            token_count=max(0, self.token_count - removed),
+            part_tokens=[counts[i] for i in keep],
+            created_at=self.created_at,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return self.raw == other.raw and self._part_tokens == other._part_tokens
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Message({self.raw.decode()}, part_tokens={list(self._part_tokens)})"
 
 
 @attrs.frozen

@@ -389,13 +389,13 @@ def _context_to_json(context: Context) -> JSONObject:
     is stored as ``{"ref": seq}``, so a restored window shares the log's objects
     (as it did before the restart) instead of holding copies."""
     log = context.log
-    window: list[JSONObject] = []
+    window: list[JSONObject | list[Any]] = []
     for message in context.live.messages():
         seq = message.seq
         if seq is not None and 0 < seq <= len(log) and log[seq - 1] is message:
             window.append({"ref": seq})
         else:
-            window.append(converter.unstructure(message, Message))
+            window.append(_message_to_json(message))
     return {
         "id": context.id,
         "config": converter.unstructure(context.config, ContextConfig),
@@ -404,7 +404,7 @@ def _context_to_json(context: Context) -> JSONObject:
         "updated_at": context.updated_at,
         "status": context.status,
         "version": context.version,
-        "log": converter.unstructure(log, list[Message]),
+        "log": [_message_to_json(message) for message in log],
         "window": window,
         "used_tokens": context.used_tokens,
         "needs_compaction": context.needs_compaction,
@@ -413,10 +413,21 @@ def _context_to_json(context: Context) -> JSONObject:
     }
 
 
+def _message_to_json(message: Message) -> list[Any]:
+    """A message in a snapshot: its rendered JSON (as a string, so it comes back
+    byte for byte), its per-part token counts and its time in milliseconds."""
+    return [message.raw.decode(), message.part_tokens, message.created_at]
+
+
+def _message_from_json(entry: list[Any]) -> Message:
+    raw, part_tokens, created_at = entry
+    return Message.from_raw(raw.encode(), part_tokens, created_at)
+
+
 def _context_from_json(raw: JSONObject) -> Context:
-    log = converter.structure(raw["log"], list[Message])
+    log = [_message_from_json(entry) for entry in raw["log"]]
     window = [
-        log[entry["ref"] - 1] if "ref" in entry else converter.structure(entry, Message)
+        log[entry["ref"] - 1] if isinstance(entry, dict) else _message_from_json(entry)
         for entry in raw["window"]
     ]
     return Context(
@@ -498,16 +509,7 @@ def _resolve_replacement(
                 "unknown_seq",
             )
         candidates = [in_window.get(item.seq), context.log[item.seq - 1]]
-        kept = next(
-            (
-                m
-                for m in candidates
-                if m is not None
-                and content_digest(m.role, m.parts, m.metadata) == item.digest
-                and item.id in (None, m.id)
-            ),
-            None,
-        )
+        kept = next((m for m in candidates if m is not None and _keeps(m, item)), None)
         if kept is None:
             raise InvalidInput(
                 f"replacement[{index}] keeps seq {item.seq}, but its id, role, parts or "
@@ -518,6 +520,13 @@ def _resolve_replacement(
             )
         result.append(kept)
     return result
+
+
+def _keeps(message: Message, item: KeptMessage) -> bool:
+    """Whether ``item`` (what the client sent back with a seq) is ``message``."""
+    data = message.to_json()
+    digest = content_digest(data["role"], data["parts"], data["metadata"])
+    return digest == item.digest and item.id in (None, data["id"])
 
 
 def _check_metadata_size(metadata: JSONObject) -> None:

@@ -24,23 +24,15 @@ TOOL_RESULT = "tool_result"
 
 def is_pinned(message: Message) -> bool:
     """System messages and messages with ``metadata.pinned == true`` always stay."""
-    return message.role == "system" or bool(
-        message.metadata is not None and message.metadata.get("pinned") is True
-    )
+    return message.pinned
 
 
-def tool_call_ids(message: Message) -> list[str]:
-    return [
-        str(part["id"]) for part in message.parts if part.get("type") == TOOL_CALL and "id" in part
-    ]
+def tool_call_ids(message: Message) -> tuple[str, ...]:
+    return message.calls or ()
 
 
-def tool_result_ids(message: Message) -> list[str]:
-    return [
-        str(part["tool_call_id"])
-        for part in message.parts
-        if part.get("type") == TOOL_RESULT and "tool_call_id" in part
-    ]
+def tool_result_ids(message: Message) -> tuple[str, ...]:
+    return message.results or ()
 
 
 @attrs.frozen
@@ -125,12 +117,13 @@ def without_orphan_results(message: Message, known: Callable[[str], bool]) -> Me
 
     if all(answered(call) for call in results):
         return message
+    parts = message.parts
     keep = [
         i
-        for i, part in enumerate(message.parts)
+        for i, part in enumerate(parts)
         if not (part.get("type") == TOOL_RESULT and not answered(str(part.get("tool_call_id"))))
     ]
-    return _only_parts(message, keep)
+    return _only_parts(message, parts, keep)
 
 
 def _keep(window: Sequence[Message], units: Iterable[Unit]) -> list[Message]:
@@ -203,19 +196,20 @@ def strip_parts(
 def strip_unit(members: Sequence[Message], prefixes: tuple[str, ...]) -> list[Message | None]:
     """The members of one unit with the parts ``prefixes`` name removed, call and
     result together; ``None`` for a member left without content."""
+    all_parts = [message.parts for message in members]
     paired: set[str] = set()
-    for message in members:
-        for part in message.parts:
+    for parts in all_parts:
+        for part in parts:
             if str(part["type"]).startswith(prefixes):
                 paired.update(_pair_ids(part))
     result: list[Message | None] = []
-    for message in members:
+    for message, parts in zip(members, all_parts, strict=True):
         keep = [
             i
-            for i, part in enumerate(message.parts)
+            for i, part in enumerate(parts)
             if not str(part["type"]).startswith(prefixes) and not paired & _pair_ids(part)
         ]
-        result.append(_only_parts(message, keep))
+        result.append(_only_parts(message, parts, keep))
     return result
 
 
@@ -232,24 +226,17 @@ NON_CONTENT_PARTS = frozenset({"step-start"})
 """Part types that carry nothing for the model (ai-sdk's step boundaries)."""
 
 
-def _only_parts(message: Message, keep: list[int]) -> Message | None:
+def _only_parts(message: Message, parts: list[JSONObject], keep: list[int]) -> Message | None:
     """The message with only the parts at ``keep``.
 
     ``None`` when nothing but non-content parts (``step-start``) would be
     left: a husk of step markers must not stay in the window and cost tokens.
     """
-    if len(keep) == len(message.parts):
+    if len(keep) == len(parts):
         return message
-    if all(message.parts[i].get("type") in NON_CONTENT_PARTS for i in keep):
+    if all(parts[i].get("type") in NON_CONTENT_PARTS for i in keep):
         return None
-    kept = set(keep)
-    removed = sum(message.part_tokens[i] for i in range(len(message.parts)) if i not in kept)
-    return attrs.evolve(
-        message,
-        parts=[message.parts[i] for i in keep],
-        part_tokens=[message.part_tokens[i] for i in keep],
-        token_count=max(0, message.token_count - removed),
-    )
+    return message.with_parts(keep)
 
 
 def current_turn_start(window: Sequence[Message], turn_seq: int | None = None) -> int:
