@@ -38,7 +38,14 @@ from fastpaca_server.core import (
     replay_commands,
 )
 from fastpaca_server.core import window as windows
-from fastpaca_server.core.models import IDEMPOTENCY_KEYS_PER_CONTEXT, KeptMessage, content_digest
+from fastpaca_server.core.models import (
+    IDEMPOTENCY_KEYS_PER_CONTEXT,
+    KeptMessage,
+    command_from_json,
+    command_to_json,
+    content_digest,
+    converter,
+)
 from fastpaca_server.core.state import merge_patch
 
 
@@ -919,3 +926,25 @@ def test_snapshots_keep_the_key_order_of_messages_and_metadata() -> None:
     assert list(message.metadata or {}) == ["z", "a"]
     assert json.dumps(restored.get("c").metadata) == '{"z": 1, "a": {"y": 2, "b": 3}}'
     assert restored.to_bytes() == machine.to_bytes()
+
+
+def test_the_fast_command_codec_agrees_with_cattrs() -> None:
+    """Appends skip cattrs' generic walk on the hot path; the JSON must not change."""
+    command = AppendMessages(
+        context_id="c",
+        at=1_700_000_000_123,
+        messages=[
+            MessageInput("m1", "user", [{"type": "text", "text": "hi"}], None, 5, [1]),
+            MessageInput("m2", "assistant", [{"type": "x", "b": 1, "a": [2]}], {"k": "v"}, 9, [5]),
+        ],
+        tokenizer="o200k_base",
+        idempotency_key="key",
+        fingerprint="f" * 64,
+        if_version=3,
+    )
+    data = command_to_json(command)
+    assert data == converter.unstructure(command)
+    assert list(data) == list(converter.unstructure(command))
+    assert command_from_json(data) == command == converter.structure(data, AppendMessages)
+    older = {**data, "if_version": None, "idempotency_key": None, "fingerprint": None}
+    assert command_from_json(older) == converter.structure(older, AppendMessages)

@@ -234,16 +234,24 @@ async def get_window(request: web.Request) -> web.Response:
         window, version = context.window, context.version
         budget = params.get("budget_tokens", context.config.token_budget)
         needs_compaction = context.needs_compaction
+        cached = context.cached_segments()
     trim_to = params.get("budget_tokens")
 
     def render_window() -> bytes:
-        shown = window if trim_to is None else window_within(window, trim_to)
+        if trim_to is None:
+            shown, segments = window, cached
+            if segments is None:
+                segments = windows.segments(shown)
+                context.cache_segments(version, segments)
+        else:
+            shown = window_within(window, trim_to)
+            segments = windows.segments(shown)
         return render.window(
             version=version,
             messages=shown,
             budget_tokens=budget,
             needs_compaction=needs_compaction,
-            segments=windows.segments(shown),
+            segments=segments,
         )
 
     if len(window) <= _INLINE_RENDER_MESSAGES:

@@ -402,11 +402,51 @@ converter = cattrs.Converter(forbid_extra_keys=True)
 
 
 def command_to_json(command: Command) -> JSONObject:
+    """A command as JSON-ready data (appends, the hot path, without cattrs' generic walk)."""
+    if isinstance(command, AppendMessages):
+        return {
+            "context_id": command.context_id,
+            "at": command.at,
+            "messages": [
+                {
+                    "id": m.id,
+                    "role": m.role,
+                    "parts": m.parts,
+                    "metadata": m.metadata,
+                    "token_count": m.token_count,
+                    "part_tokens": m.part_tokens,
+                }
+                for m in command.messages
+            ],
+            "tokenizer": command.tokenizer,
+            "idempotency_key": command.idempotency_key,
+            "fingerprint": command.fingerprint,
+            "if_version": command.if_version,
+            "kind": command.kind,
+        }
     data: JSONObject = converter.unstructure(command)
     return data
 
 
+_APPEND_FIELDS = frozenset(attrs.fields_dict(AppendMessages))
+_INPUT_FIELDS = frozenset(attrs.fields_dict(MessageInput))
+
+
 def command_from_json(data: JSONObject) -> Command:
+    """The command ``data`` holds (appends without cattrs' generic walk; the
+    journal holds only what :func:`command_to_json` wrote)."""
+    if data.get("kind") == "append_messages" and data.keys() == _APPEND_FIELDS:
+        messages = data["messages"]
+        if all(type(m) is dict and m.keys() == _INPUT_FIELDS for m in messages):
+            return AppendMessages(
+                context_id=data["context_id"],
+                at=data["at"],
+                messages=[MessageInput(**m) for m in messages],
+                tokenizer=data["tokenizer"],
+                idempotency_key=data["idempotency_key"],
+                fingerprint=data["fingerprint"],
+                if_version=data["if_version"],
+            )
     kinds: dict[str, type[Command]] = {
         "put_context": PutContext,
         "append_messages": AppendMessages,

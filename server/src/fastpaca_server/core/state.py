@@ -63,6 +63,10 @@ class Context:
     idempotency: IdempotencyTable = attrs.field(factory=IdempotencyTable)
     last_user_seq: int | None = None
     """Seq of the newest user message in the log: where the current turn begins."""
+    segment_cache: tuple[int, list[dict[str, int | str | None]]] | None = attrs.field(
+        default=None, eq=False
+    )
+    """The window's segments at one version (reads of an unchanged window reuse them)."""
 
     @property
     def last_seq(self) -> int:
@@ -93,6 +97,15 @@ class Context:
         end = self.last_seq if before_seq is None else min(before_seq - 1, self.last_seq)
         start = max(after_seq, 0)
         return self.log[start : min(end, start + limit)] if end > start else []
+
+    def cached_segments(self) -> list[dict[str, int | str | None]] | None:
+        """The window's :func:`~.window.segments` if a read at this version computed them."""
+        cache = self.segment_cache
+        return cache[1] if cache is not None and cache[0] == self.version else None
+
+    def cache_segments(self, version: int, segments: list[dict[str, int | str | None]]) -> None:
+        """Remember the segments of the window at ``version`` (callers never mutate them)."""
+        self.segment_cache = (version, segments)
 
     def window_within(self, budget: int) -> list[Message]:
         """The window, trimmed (oldest unpinned units first) to fit ``budget`` tokens."""
