@@ -698,3 +698,24 @@ def test_payloads_of_older_entries_are_read_back_from_the_file(tmp_path: Path) -
     reopened = DurableJournal(path)
     assert reopened[:] == entries[100:-10]
     reopened._destroy()
+
+
+def test_payloads_in_memory_are_bounded_in_bytes(tmp_path: Path) -> None:
+    """Large entries (groups of big appends) are bounded by bytes, not only by count."""
+    path = str(tmp_path / "journal")
+    journal = DurableJournal(path)
+    size = 300_000
+    entries = [(bytes([n % 251]) * size, n + 1, 1) for n in range(60)]
+    for entry in entries:
+        journal.add(*entry)
+    kept = sum(len(payload) for payload in journal._recent.values())
+    assert kept <= journal_module.RECENT_PAYLOAD_BYTES
+    assert kept == journal._recent_bytes
+    assert 1 <= len(journal._recent) < len(entries)
+    assert journal[:] == entries  # the rest is read back from the file
+    big = (b"x" * (journal_module.RECENT_PAYLOAD_BYTES + 1), 61, 1)
+    journal.add(*big)  # the newest entry stays in memory even when it alone is over
+    assert list(journal._recent) == [61] and journal[-1] == big
+    journal.deleteEntriesFrom(len(journal) - 1)
+    assert journal._recent_bytes == 0 and journal[:] == entries
+    journal._destroy()

@@ -62,7 +62,9 @@ Entry = tuple[bytes, int, int]
 _CANDIDATE_INDEX = re.compile(rb"(?=(?!\x00{6}).{6}\x00\x00.{4}\x00{4})", re.DOTALL)
 _INDEX_FIELD = 8
 RECENT_PAYLOADS = 4096
-"""Payloads kept in memory: the entries pysyncobj is about to apply (or send)."""
+"""Most payloads kept in memory: the entries pysyncobj is about to apply (or send)."""
+RECENT_PAYLOAD_BYTES = 4 * 1024 * 1024
+"""Most bytes of payloads kept in memory (the newest entry is always kept)."""
 
 
 class JournalCorrupted(DataDirectoryError):
@@ -274,8 +276,9 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self._indexes = array("q", (entry[1] for entry in entries))
         self._terms = array("q", (entry[2] for entry in entries))
         self._recent: OrderedDict[int, bytes] = OrderedDict()
+        self._recent_bytes = 0
         for payload, index, _ in entries[-RECENT_PAYLOADS:]:
-            self._recent[index] = bytes(payload)
+            self._remember(index, bytes(payload))
         self._end = end
 
     # --- pysyncobj Journal interface --------------------------------------
@@ -304,7 +307,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
         for array_ in (self._offsets, self._lengths, self._indexes, self._terms):
             del array_[entryFrom:]
         for index in [i for i in self._recent if i >= first_dropped]:
-            del self._recent[index]
+            self._recent_bytes -= len(self._recent.pop(index))
         self._handle.truncate(end)
         self._handle.seek(end)
         self._end = end
@@ -338,9 +341,15 @@ class DurableJournal(Journal):  # type: ignore[misc]
         return (payload, index, self._terms[position])
 
     def _remember(self, index: int, payload: bytes) -> None:
+        previous = self._recent.pop(index, None)
+        if previous is not None:
+            self._recent_bytes -= len(previous)
         self._recent[index] = payload
-        if len(self._recent) > RECENT_PAYLOADS:
-            self._recent.popitem(last=False)
+        self._recent_bytes += len(payload)
+        while len(self._recent) > 1 and (
+            len(self._recent) > RECENT_PAYLOADS or self._recent_bytes > RECENT_PAYLOAD_BYTES
+        ):
+            self._recent_bytes -= len(self._recent.popitem(last=False)[1])
 
     def _destroy(self) -> None:
         self.flush()
