@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 from typing import Any
 
 from ..core import Message
@@ -74,9 +75,14 @@ def window(
     budget_tokens: int,
     needs_compaction: bool,
     segments: list[dict[str, int | str | None]],
+    tokens: int | None = None,
 ) -> bytes:
-    """The ``GET …/context`` body: the stored bytes of each message, joined."""
-    tokens = sum(item.token_count for item in messages)
+    """The ``GET …/context`` body: the stored bytes of each message, joined.
+
+    ``tokens`` is the messages' token sum when the caller knows it already
+    (the context's ``used_tokens`` for the whole window)."""
+    if tokens is None:
+        tokens = sum(map(_TOKEN_COUNT, messages))
     head = b'{"version":%d,"messages":[' % version
     tail = b'],"used_tokens":%d,"budget_tokens":%d,"needs_compaction":%s,"segments":%s}' % (
         tokens,
@@ -84,13 +90,17 @@ def window(
         b"true" if needs_compaction else b"false",
         _compact(segments),
     )
-    return b"".join((head, b",".join([item.raw for item in messages]), tail))
+    return b"".join((head, b",".join(map(_RAW, messages)), tail))
 
 
 def page(items: list[Message], **extra: Any) -> bytes:
     """A page of log messages (``tail``, ``messages``): their stored bytes, joined."""
     rest = _compact(extra)[1:]  # the extra fields' object without its opening brace
-    return b"".join((b'{"messages":[', b",".join([item.raw for item in items]), b"],", rest))
+    return b"".join((b'{"messages":[', b",".join(map(_RAW, items)), b"],", rest))
+
+
+_RAW = operator.attrgetter("raw")
+_TOKEN_COUNT = operator.attrgetter("token_count")
 
 
 def _compact(value: Any) -> bytes:
