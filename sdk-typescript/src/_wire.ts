@@ -57,6 +57,7 @@ export const ROUTES: { readonly [O in ClientOperation]: RouteOf<O> } = {
   getWindow: { method: 'get', path: '/v1/contexts/{context_id}/context' },
   compactWindow: { method: 'post', path: '/v1/contexts/{context_id}/compact' },
   subscribeEvents: { method: 'get', path: '/v1/contexts/{context_id}/events' },
+  getCluster: { method: 'get', path: '/v1/cluster' },
 };
 
 /**
@@ -106,7 +107,8 @@ export type SpecErrorCode = {
 }[keyof operations];
 
 export interface CallOptions<O extends ClientOperation> {
-  contextId: string;
+  /** The context the path names (routes without one ignore it). */
+  contextId?: string;
   query?: QueryOf<O>;
   body?: BodyOf<O>;
   signal?: AbortSignal | undefined;
@@ -121,7 +123,7 @@ export function callOperation<O extends ClientOperation>(
   const route: { method: HttpMethod; path: string } = ROUTES[operation];
   const path = route.path
     .replace(/^\/v1/, '')
-    .replace('{context_id}', encodeURIComponent(options.contextId));
+    .replace('{context_id}', encodeURIComponent(options.contextId ?? ''));
   return transport.request<ResultOf<O>>({
     method: route.method.toUpperCase(),
     path,

@@ -106,6 +106,15 @@ describe('client.context', () => {
     const ctx = await fastpaca.context(id, { budget: 100 });
     expect((await ctx.get()).id).toBe(id);
   });
+
+  it('reads the cluster view: a single node is a cluster of one that leads itself', async () => {
+    const cluster = await testClient().cluster();
+    expect(cluster.ready).toBe(true);
+    expect(cluster.leader).toBe(cluster.node_id);
+    expect(cluster.members).toHaveLength(1);
+    expect(cluster.members[0]).toMatchObject({ id: cluster.node_id, leader: true, reachable: true });
+    expect(cluster.applied_index).toBeLessThanOrEqual(cluster.commit_index);
+  });
 });
 
 describe('append', () => {

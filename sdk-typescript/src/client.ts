@@ -1,7 +1,7 @@
 import { FastpacaContext } from './context.js';
 import { Transport, type FetchFunction } from './_transport.js';
 import { type AllFields, callOperation, type Schemas } from './_wire.js';
-import type { ClientOptions, Context, ContextOptions, RequestOptions } from './types.js';
+import type { ClientOptions, Cluster, Context, ContextOptions, RequestOptions } from './types.js';
 
 const DEFAULT_BASE_URL = 'http://localhost:4000/v1';
 const DEFAULT_MAX_RETRIES = 2;
@@ -57,6 +57,11 @@ export class FastpacaClient {
       } satisfies AllFields<Schemas['ContextPut']>,
       signal: options.signal,
     });
+  }
+
+  /** The server's view of its cluster: node id, leader, members, indexes (`GET /v1/cluster`). */
+  cluster(options: RequestOptions = {}): Promise<Cluster> {
+    return callOperation(this.transport, 'getCluster', { signal: options.signal });
   }
 
   /** Tombstone a context: its history stays readable, writes get 409 `context_tombstoned`. */

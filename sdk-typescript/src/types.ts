@@ -13,6 +13,8 @@ import type { Schemas, SpecErrorCode } from './_wire.js';
 
 /** A context: config, metadata, status, version and counts (`GET /v1/contexts/{id}`). */
 export type Context = Schemas['Context'];
+/** The server's view of its Raft cluster (`GET /v1/cluster`); a single node is a cluster of one. */
+export type Cluster = Schemas['Cluster'];
 /** The LLM window (`GET …/context`): `messages`, `version`, `used_tokens`, `needs_compaction`, `segments`. */
 export type ContextWindow = Schemas['Window'];
 /** A run of the window: consecutive log messages, or compaction replacements. */

@@ -113,7 +113,7 @@ class VariantServer(ServerProcess):
         super().__init__(data_dir, *args)
         self.patches = patches
 
-    def start(self, timeout: float = 30.0) -> VariantServer:
+    def launch(self) -> VariantServer:
         command = [sys.executable, str(HERE / "variant_server.py")]
         for name in self.patches:
             command += ["--patch", name]
@@ -128,11 +128,11 @@ class VariantServer(ServerProcess):
             *self.args,
         ]
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self._log_start = log.tell()
         self.process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=script_env()
         )
         log.close()
-        self.wait_ready(timeout)
         return self
 
 
@@ -206,11 +206,15 @@ class AppendWorkload:
 
     A failed request (connection refused or reset, timeout, 503) is retried with
     the same key until it is acknowledged or the workload stops; a refusal (any
-    other 4xx) is recorded as an error.
+    other 4xx) is recorded as an error. Given several servers (the nodes of a
+    cluster), each thread starts on its own and moves to the next after a
+    failure.
     """
 
-    def __init__(self, server: ServerProcess, context_ids: list[str], threads: int) -> None:
-        self.server = server
+    def __init__(
+        self, server: ServerProcess | list[ServerProcess], context_ids: list[str], threads: int
+    ) -> None:
+        self.servers = server if isinstance(server, list) else [server]
         self.context_ids = context_ids
         self.attempts: list[Attempt] = []
         self.errors: list[str] = []
@@ -236,30 +240,41 @@ class AppendWorkload:
             return sum(1 for attempt in self.attempts if attempt.ack is not None)
 
     def _run(self, number: int) -> None:
-        with httpx.Client(base_url=self.server.url, timeout=10) as client:
-            count = 0
+        clients = [httpx.Client(base_url=server.url, timeout=10) for server in self.servers]
+        try:
+            self._append(number, clients)
+        finally:
+            for client in clients:
+                client.close()
+
+    def _append(self, number: int, clients: list[httpx.Client]) -> None:
+        current = number % len(clients)
+        count = 0
+        while not self._stop.is_set():
+            key = f"t{number}-{count:05d}"
+            attempt = Attempt(key, self.context_ids[(number + count) % len(self.context_ids)])
+            with self._lock:
+                self.attempts.append(attempt)
+            count += 1
             while not self._stop.is_set():
-                key = f"t{number}-{count:05d}"
-                attempt = Attempt(key, self.context_ids[(number + count) % len(self.context_ids)])
-                with self._lock:
-                    self.attempts.append(attempt)
-                count += 1
-                while not self._stop.is_set():
-                    attempt.tries += 1
-                    try:
-                        response = client.post(
-                            f"/v1/contexts/{attempt.context_id}/messages", json=attempt.body
-                        )
-                    except httpx.HTTPError:
-                        time.sleep(0.02)
-                        continue
-                    if response.status_code == 201:
-                        attempt.ack = response.json()
-                        break
-                    if response.status_code != 503:
-                        self.errors.append(f"{key}: {response.status_code} {response.text}")
-                        break
+                attempt.tries += 1
+                client = clients[current]
+                try:
+                    response = client.post(
+                        f"/v1/contexts/{attempt.context_id}/messages", json=attempt.body
+                    )
+                except httpx.HTTPError:
+                    current = (current + 1) % len(clients)
                     time.sleep(0.02)
+                    continue
+                if response.status_code == 201:
+                    attempt.ack = response.json()
+                    break
+                if response.status_code != 503:
+                    self.errors.append(f"{key}: {response.status_code} {response.text}")
+                    break
+                current = (current + 1) % len(clients)
+                time.sleep(0.02)
 
 
 def check_history(client: httpx.Client, workload: AppendWorkload) -> list[str]:

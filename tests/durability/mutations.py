@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastpaca_server.replication import snapshot as snapshot_module
+from fastpaca_server.replication.cluster import DurableTCPTransport
 from fastpaca_server.replication.journal import (
     MAGIC,
     DurableJournal,
@@ -137,6 +138,10 @@ MUTATIONS: dict[str, Callable[[], list[Patch]]] = {
     "no-snapshot-file-fsync": lambda: [(snapshot_module, "write_file", _write_file_without_fsync)],
     # the checker reports success without fsyncing the directory of the rename
     "no-snapshot-dir-fsync": lambda: [(snapshot_module, "fsync_directory", lambda path: None)],
+    # a follower deletes everything after prevLogIdx (pysyncobj's own truncation)
+    "no-conflict-truncation": lambda: [(_RaftNode, "_SyncObj__deleteEntriesFrom", DELETE)],
+    # Raft messages (acknowledgements, votes, entries) leave before the journal is flushed
+    "no-transport-flush": lambda: [(DurableTCPTransport, "send", DELETE)],
     # timing only (see _slow_delete_entries_to)
     "slow-compaction": lambda: [(DurableJournal, "deleteEntriesTo", _slow_delete_entries_to)],
 }

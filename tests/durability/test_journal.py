@@ -719,3 +719,34 @@ def test_payloads_in_memory_are_bounded_in_bytes(tmp_path: Path) -> None:
     journal.deleteEntriesFrom(len(journal) - 1)
     assert journal._recent_bytes == 0 and journal[:] == entries
     journal._destroy()
+
+
+def test_a_follower_keeps_entries_it_already_holds(tmp_path: Path) -> None:
+    """Raft §5.3: a follower given entries it holds keeps them, and what follows them;
+    it deletes only from the first entry whose term conflicts."""
+    path = str(tmp_path / "journal")
+    journal = DurableJournal(path)
+    held = [(f"e{n}".encode(), n, 1) for n in range(1, 8)]
+    for entry in held:
+        journal.add(*entry)
+    journal.flush()
+    # The leader resends 3 and 4 after prevLogIdx 2: nothing changes, 5-7 stay.
+    journal.truncate_on_conflict_from(2)
+    journal.add(*held[2])
+    journal.add(*held[3])
+    assert journal[:] == held
+    # A heartbeat with an older prevLogIdx and no entries deletes nothing either.
+    journal.truncate_on_conflict_from(4)
+    assert journal[:] == held
+    # This node becomes leader and appends: the armed check must not delete 5-7.
+    journal.add(b"mine", 8, 2)
+    assert journal[:] == [*held, (b"mine", 8, 2)]
+    # A real conflict at 6: 6 and everything after it go, the leader's entries follow.
+    journal.truncate_on_conflict_from(4)
+    journal.add(*held[4])
+    journal.add(b"new 6", 6, 3)
+    journal.add(b"new 7", 7, 3)
+    expected = [*held[:5], (b"new 6", 6, 3), (b"new 7", 7, 3)]
+    assert journal[:] == expected
+    journal._destroy()
+    assert DurableJournal(path)[:] == expected

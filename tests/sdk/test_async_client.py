@@ -111,5 +111,7 @@ def test_metadata_delete_and_events(server: ServerProcess, context_id: str) -> N
             await ctx.update_metadata({"x": 1})
         other = await client.context(context_id + "-b", budget=100)
         assert (await client.delete_context(other.id)).status == "tombstoned"
+        cluster = await client.cluster()
+        assert cluster.ready and [m.leader for m in cluster.members] == [True]
 
     run(server, scenario)

@@ -204,6 +204,16 @@ def test_delete_tombstones(client: Fastpaca, context_id: str) -> None:
     assert client.delete_context(other.id).status == "tombstoned"
 
 
+def test_cluster_view_of_a_single_node(client: Fastpaca) -> None:
+    cluster = client.cluster()
+    assert cluster.ready and cluster.leader == cluster.node_id
+    assert [(m.id, m.leader, m.reachable) for m in cluster.members] == [
+        (cluster.node_id, True, True)
+    ]
+    assert cluster.groups[0]["leader"] == cluster.node_id
+    assert 0 < cluster.applied_index <= cluster.commit_index
+
+
 def test_unknown_context(client: Fastpaca, context_id: str) -> None:
     with pytest.raises(NotFoundError) as missing:
         client.context(context_id).get()

@@ -16,6 +16,8 @@ from fastpaca import (
     TOKENIZERS,
     AppendedMessage,
     AppendResult,
+    ClusterInfo,
+    ClusterMember,
     CompactResult,
     Context,
     ContextInfo,
@@ -72,6 +74,8 @@ def model_fields(model: type) -> tuple[set[str], set[str]]:
         (AppendedMessage, "AppendedMessage"),
         (CompactResult, "CompactResult"),
         (Window, "Window"),
+        (ClusterInfo, "Cluster"),
+        (ClusterMember, "ClusterMember"),
     ],
     ids=lambda value: getattr(value, "__name__", value),
 )
@@ -226,6 +230,7 @@ def test_routes_exist_in_the_spec() -> None:
         requests._messages_call(0, None, 1),
         requests._patch_metadata_call({}, None),
         fastpaca._context.delete_context_call("chat"),
+        fastpaca._context.cluster_call(),
         fastpaca._context.put_context_call(
             "chat", budget=1, trigger=None, policy=None, metadata=None, tokenizer=None
         ),

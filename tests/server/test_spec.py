@@ -126,7 +126,7 @@ def test_every_v1_operation_documents_its_shared_errors() -> None:
         if "security" in operation:
             problems.append(f"{method} {template} must inherit bearerAuth")
         expected = {"400", "401", "503"}  # 503 not_ready on every /v1 route while starting
-        if method != "PUT":
+        if method != "PUT" and "{context_id}" in template:
             expected.add("404")
         if "requestBody" in operation:
             expected.add("413")
@@ -311,6 +311,9 @@ def test_every_operation_answers_as_the_spec_says(server: ServerProcess) -> None
 
         metrics = ok("GET", "/metrics")
         assert "fastpaca_http_requests_total" in metrics
+        cluster = ok("GET", "/v1/cluster")  # a single node is a cluster of one
+        assert cluster["leader"] == cluster["node_id"] == "n1" and cluster["ready"] is True
+        assert [m["leader"] for m in cluster["members"]] == [True]
 
     assert seen == spec_paths(), f"not exercised: {sorted(spec_paths() - seen)}"
 
@@ -366,6 +369,8 @@ def case(method: str, path: str, status: int, code: str, **kwargs: Any) -> Any:
 
 
 ERROR_CASES = [
+    # GET /v1/cluster
+    case("GET", "/v1/cluster", 400, "unknown_field", params={"verbose": 1}),
     # PUT /v1/contexts/{id}
     case("PUT", BAD, 400, "invalid_context_id", json={"token_budget": 10}),
     case("PUT", MISSING, 400, "invalid_json", content=b"{not json"),

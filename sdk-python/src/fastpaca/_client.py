@@ -16,8 +16,8 @@ from ._base_client import (
     SyncAPIClient,
     TimeoutTypes,
 )
-from ._context import AsyncContext, Context, delete_context_call, put_context_call
-from ._types import ContextInfo, Policy, Strategy, Tokenizer
+from ._context import AsyncContext, Context, cluster_call, delete_context_call, put_context_call
+from ._types import ClusterInfo, ContextInfo, Policy, Strategy, Tokenizer
 
 __all__ = ["AsyncFastpaca", "Fastpaca"]
 
@@ -103,6 +103,10 @@ class Fastpaca(SyncAPIClient):
         """Tombstone a context (the same as ``client.context(id).delete()``)."""
         return self._send(delete_context_call(context_id))
 
+    def cluster(self) -> ClusterInfo:
+        """The server's view of its cluster: node id, leader, members, indexes."""
+        return self._send(cluster_call())
+
     def __enter__(self) -> Fastpaca:
         return self
 
@@ -167,6 +171,10 @@ class AsyncFastpaca(AsyncAPIClient):
     async def delete_context(self, context_id: str) -> ContextInfo:
         """Tombstone a context."""
         return await self._send(delete_context_call(context_id))
+
+    async def cluster(self) -> ClusterInfo:
+        """The server's view of its cluster (see :meth:`Fastpaca.cluster`)."""
+        return await self._send(cluster_call())
 
     async def __aenter__(self) -> AsyncFastpaca:
         return self

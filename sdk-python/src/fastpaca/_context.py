@@ -28,6 +28,7 @@ from ._stream import (
 )
 from ._types import (
     AppendResult,
+    ClusterInfo,
     CompactResult,
     ContextInfo,
     Event,
@@ -120,6 +121,11 @@ def put_context_call(
         }
     )
     return Call("PUT", context_path(context_id), _parse_context, json=body)
+
+
+def cluster_call() -> Call[ClusterInfo]:
+    """``GET /v1/cluster``: the server's view of its cluster."""
+    return Call("GET", "/v1/cluster", lambda response: ClusterInfo.from_json(decode_json(response)))
 
 
 def delete_context_call(context_id: str) -> Call[ContextInfo]:

@@ -155,6 +155,39 @@ class ContextInfo:
 
 
 @dataclass(frozen=True)
+class ClusterMember:
+    """One member of the server's Raft cluster, as the node asked sees it."""
+
+    id: str | None
+    raft_address: str | None
+    http_url: str | None
+    reachable: bool
+    leader: bool
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """The server's view of its Raft cluster (``GET /v1/cluster``); a single node is a
+    cluster of one. ``groups`` are the Raft groups, as the server sends them."""
+
+    node_id: str
+    leader: str | None
+    ready: bool
+    members: list[ClusterMember]
+    groups: list[dict[str, Any]]
+    commit_index: int
+    applied_index: int
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> ClusterInfo:
+        """Build from a decoded response body."""
+        picked = _pick(cls, body)
+        picked["members"] = [ClusterMember(**_pick(ClusterMember, m)) for m in body["members"]]
+        return cls(**picked, raw=dict(body))
+
+
+@dataclass(frozen=True)
 class AppendedMessage:
     """One stored message of an append: its ``seq``, ``id``, count and time."""
 

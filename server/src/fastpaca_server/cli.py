@@ -26,6 +26,7 @@ from .api import create_app
 from .api.keys import STORE
 from .config import DEFAULT_MAX_BODY_BYTES, ServerConfig
 from .replication import DataDirectoryError, JournalCorrupted
+from .replication.cluster import ClusterConfig, ClusterConfigError, check
 
 PROG = "fastpaca-server"
 _TRUE = {"1", "true", "yes", "on"}
@@ -37,7 +38,7 @@ def _variable(name: str) -> str:
 
 
 def _add(
-    parser: argparse.ArgumentParser,
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     flag: str,
     name: str,
     default: str | None,
@@ -161,6 +162,41 @@ def build_parser() -> argparse.ArgumentParser:
         "events kept in memory for stream replay on the whole node",
         int,
     )
+    cluster = parser.add_argument_group(
+        "cluster",
+        "run this node as one member of a Raft cluster (docs/cluster.md); without --peers "
+        "the node is a cluster of one",
+    )
+    _add(cluster, "--node-id", "NODE_ID", "n1", "this node's name in GET /v1/cluster")
+    _add(
+        cluster,
+        "--raft-bind",
+        "RAFT_BIND",
+        None,
+        "host:port for Raft traffic (required with --peers)",
+    )
+    _add(
+        cluster,
+        "--peers",
+        "PEERS",
+        "",
+        "the other members' Raft addresses, host:port,host:port (same set on every node)",
+    )
+    _add(
+        cluster,
+        "--raft-secret",
+        "RAFT_SECRET",
+        None,
+        "shared secret encrypting Raft traffic; required unless every Raft address is loopback",
+        secret=True,
+    )
+    _add(
+        cluster,
+        "--advertise-url",
+        "ADVERTISE_URL",
+        None,
+        "this node's API URL as other nodes and clients reach it (default: http://HOST:PORT)",
+    )
     variable = _variable("REPAIR_JOURNAL")
     try:
         repair = _flag(os.environ.get(variable, "0"))
@@ -194,6 +230,22 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         )
     if not 0 < args.events_heartbeat < args.events_idle_timeout:
         parser.error("0 < --events-heartbeat < --events-idle-timeout")
+    cluster = None
+    peers = tuple(peer.strip() for peer in args.peers.split(",") if peer.strip())
+    if peers or args.raft_bind:
+        if not peers or not args.raft_bind:
+            parser.error("a cluster needs both --raft-bind and --peers")
+        try:
+            cluster = check(
+                ClusterConfig(
+                    node_id=args.node_id,
+                    raft_bind=args.raft_bind.strip(),
+                    peers=peers,
+                    secret=args.raft_secret or None,
+                )
+            )
+        except ClusterConfigError as error:
+            parser.error(str(error))
     return ServerConfig(
         host=args.host,
         port=args.port,
@@ -209,6 +261,9 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         events_queue=args.events_queue,
         events_retain=args.events_retain,
         events_retain_total=args.events_retain_total,
+        node_id=args.node_id,
+        cluster=cluster,
+        advertise_url=args.advertise_url or None,
     )
 
 

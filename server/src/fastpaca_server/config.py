@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import attrs
 
+from .replication.cluster import ClusterConfig
+
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 
 
@@ -29,3 +31,16 @@ class ServerConfig:
     """Versions of each context kept in memory for replay (the hot tail)."""
     events_retain_total: int = 100_000
     """Events kept in memory for replay on the whole node (the oldest go first)."""
+    node_id: str = "n1"
+    """This node's name in ``GET /v1/cluster`` (and its logs)."""
+    cluster: ClusterConfig | None = None
+    """Raft peers and secret; ``None`` for a single node."""
+    advertise_url: str | None = None
+    """Where clients and other nodes reach this node's API (default: from host and port)."""
+
+    @property
+    def http_url(self) -> str:
+        if self.advertise_url:
+            return self.advertise_url
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"

@@ -61,12 +61,17 @@ def auth_middleware(api_key: str) -> Middleware:
     return check
 
 
+CLUSTER_PATH = "/v1/cluster"
+
+
 def readiness_middleware(startup: StoreStartup) -> Middleware:
     """No ``/v1`` route answers before the node has replayed its state (503 ``not_ready``)."""
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if _is_api_path(request.path) and not startup.ready:
+        # The cluster view answers once the store is open, to say why it is not ready.
+        cluster_view = request.path == CLUSTER_PATH and startup.opened is not None
+        if _is_api_path(request.path) and not startup.ready and not cluster_view:
             raise NotReady()
         return await handler(request)
 

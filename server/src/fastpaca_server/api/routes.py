@@ -14,6 +14,7 @@ from .. import tokens
 from ..core import (
     AppendMessages,
     Compact,
+    DomainError,
     MessageInput,
     PatchMetadata,
     PutContext,
@@ -32,7 +33,8 @@ from ..core.state import check_version, window_within
 from ..replication import ReplicatedStore
 from ..tokens import count_parts
 from . import render, validation
-from .keys import METRICS, STORE
+from .keys import CONFIG, METRICS, STORE
+from .startup import NotReady
 
 routes = web.RouteTableDef()
 
@@ -59,7 +61,15 @@ async def _body(request: web.Request) -> JSONObject:
     return validation.json_body(await request.read())
 
 
-def _admit(
+async def _synced(request: web.Request) -> ReplicatedStore:
+    """The store, once it has applied every write acknowledged before this request
+    (on any node of a cluster: see :meth:`ReplicatedStore.sync`)."""
+    store = _store(request)
+    await store.sync()
+    return store
+
+
+async def _admit(
     request: web.Request,
     context_id: str,
     key: str | None,
@@ -67,11 +77,24 @@ def _admit(
     if_version: int | None,
 ) -> tuple[str, str | None]:
     """Refuse early what the state machine would refuse anyway; return the
-    context's tokenizer and the request's idempotency fingerprint."""
+    context's tokenizer and the request's idempotency fingerprint.
+
+    A cluster node may lag behind the leader (a context just created through
+    another node, a version already reached there): before refusing, it
+    catches up and checks again.
+    """
     fingerprint = validation.fingerprint(normalised) if key is not None else None
-    with _store(request).read() as machine:
-        context = machine.admission_check(context_id, key, fingerprint, if_version)
-        return context.config.tokenizer, fingerprint
+    store = _store(request)
+    for attempt in range(2):
+        try:
+            with store.read() as machine:
+                context = machine.admission_check(context_id, key, fingerprint, if_version)
+                return context.config.tokenizer, fingerprint
+        except DomainError:
+            if store.cluster is None or attempt:
+                raise
+            await store.sync()
+    raise AssertionError("unreachable")
 
 
 def _message_input(item: JSONObject, tokenizer: str) -> MessageInput:
@@ -116,7 +139,7 @@ async def put_context(request: web.Request) -> web.Response:
 async def get_context(request: web.Request) -> web.Response:
     context_id = _context_id(request)
     validation.query(request.query, {}, {})
-    with _store(request).read() as machine:
+    with (await _synced(request)).read() as machine:
         view = machine.get(context_id).view()
     return web.json_response(render.context(view))
 
@@ -147,7 +170,7 @@ async def append_messages(request: web.Request) -> web.Response:
     body = await _body(request)
     raw, key, if_version = validation.append_body(body)
     normalised = {"messages": raw, "if_version": if_version}
-    tokenizer, fingerprint = _admit(request, context_id, key, normalised, if_version)
+    tokenizer, fingerprint = await _admit(request, context_id, key, normalised, if_version)
     messages = await _counted(
         request, tokenizer, lambda: [_message_input(m, tokenizer) for m in raw]
     )
@@ -184,7 +207,7 @@ async def tail(request: web.Request) -> web.Response:
         {"offset": (0, validation.MAX_OFFSET), "limit": (1, validation.MAX_PAGE)},
         {"offset": 0, "limit": validation.DEFAULT_TAIL_LIMIT},
     )
-    with _store(request).read() as machine:
+    with (await _synced(request)).read() as machine:
         context = machine.get(context_id)
         items = context.tail(params["offset"], params["limit"])
         has_more = bool(items) and (items[0].seq or 0) > 1
@@ -204,7 +227,7 @@ async def list_messages(request: web.Request) -> web.Response:
         },
         {"after_seq": 0, "limit": 50},
     )
-    with _store(request).read() as machine:
+    with (await _synced(request)).read() as machine:
         context = machine.get(context_id)
         items = context.messages_between(
             params["after_seq"], params.get("before_seq"), params["limit"]
@@ -226,7 +249,7 @@ async def get_window(request: web.Request) -> web.Response:
         {"budget_tokens": (1, MAX_TOKEN_BUDGET), "if_version": (0, 2**62)},
         {},
     )
-    with _store(request).read() as machine:
+    with (await _synced(request)).read() as machine:
         context = machine.get(context_id)
         if "if_version" in params:
             check_version(context, params["if_version"])
@@ -235,11 +258,13 @@ async def get_window(request: web.Request) -> web.Response:
         budget = params.get("budget_tokens", context.config.token_budget)
         needs_compaction = context.needs_compaction
         cached = context.cached_segments()
+        used_tokens = context.used_tokens
     trim_to = params.get("budget_tokens")
 
     def render_window() -> bytes:
+        tokens: int | None = None
         if trim_to is None:
-            shown, segments = window, cached
+            shown, segments, tokens = window, cached, used_tokens
             if segments is None:
                 segments = windows.segments(shown)
                 context.cache_segments(version, segments)
@@ -252,6 +277,7 @@ async def get_window(request: web.Request) -> web.Response:
             budget_tokens=budget,
             needs_compaction=needs_compaction,
             segments=segments,
+            tokens=tokens,
         )
 
     if len(window) <= _INLINE_RENDER_MESSAGES:
@@ -267,7 +293,7 @@ async def compact(request: web.Request) -> web.Response:
     body = await _body(request)
     raw, key, if_version = validation.compact_body(body)
     normalised = {"replacement": raw, "if_version": if_version}
-    tokenizer, fingerprint = _admit(request, context_id, key, normalised, if_version)
+    tokenizer, fingerprint = await _admit(request, context_id, key, normalised, if_version)
     replacement = await _counted(
         request, tokenizer, lambda: [_replacement_item(m, tokenizer) for m in raw]
     )
@@ -300,6 +326,18 @@ async def ready(request: web.Request) -> web.Response:
             status=503,
         )
     return web.json_response({"status": "ok"})
+
+
+@routes.get("/v1/cluster")
+async def cluster(request: web.Request) -> web.Response:
+    validation.query(request.query, {}, {})
+    config = request.app[CONFIG]
+    store = request.app[STORE].opened  # answers before the node is ready, to say why
+    if store is None:
+        raise NotReady()
+    status = store.cluster_status(config.node_id, config.http_url)
+    status["ready"] = request.app[STORE].ready
+    return web.json_response(status)
 
 
 @routes.get("/metrics")

@@ -21,8 +21,9 @@ from collections.abc import Sequence
 
 from .. import tokens
 from ..config import ServerConfig
+from ..core import PutMember
 from ..core.models import TOKENIZERS
-from ..replication import ApplyListener, ReplicatedStore
+from ..replication import ApplyListener, ReplicatedStore, ReplicationError
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class StoreStartup:
         self._task: asyncio.Task[ReplicatedStore] | None = None
         self._listeners: Sequence[ApplyListener] = ()
         self._heap_task: asyncio.Task[None] | None = None
+        self._member_task: asyncio.Task[None] | None = None
 
     @property
     def task(self) -> asyncio.Task[ReplicatedStore]:
@@ -58,6 +60,11 @@ class StoreStartup:
     def ready(self) -> bool:
         """The store is open, its journal replayed, and the node leads its group."""
         return self._store is not None and self._store.ready
+
+    @property
+    def opened(self) -> ReplicatedStore | None:
+        """The store once its files are open, ready or not (the cluster view)."""
+        return self._store
 
     def get(self) -> ReplicatedStore:
         """The store, or :class:`NotReady` until :attr:`ready`."""
@@ -87,6 +94,7 @@ class StoreStartup:
                 submit_timeout=config.submit_timeout,
                 repair_journal=config.repair_journal,
                 apply_listeners=listeners,
+                cluster=config.cluster,
             ),
         )
         # Shielded: cancelling startup must not lose a store that is being built.
@@ -98,12 +106,17 @@ class StoreStartup:
         logger.info("ready after %.1f s", time.monotonic() - started)
         gc.freeze()
         self._heap_task = asyncio.create_task(_freeze_the_heap_now_and_then(), name="gc freeze")
+        if config.cluster is not None:
+            self._member_task = asyncio.create_task(
+                _record_membership(store, config), name="record membership"
+            )
         return store
 
     async def close(self) -> None:
         """Stop opening (if still at it) and close the store."""
-        if self._heap_task is not None:
-            self._heap_task.cancel()
+        for task in (self._heap_task, self._member_task):
+            if task is not None:
+                task.cancel()
         if self._task is None:
             return
         self._task.cancel()
@@ -120,6 +133,28 @@ class StoreStartup:
 def _load_tokenizers() -> None:
     for name in TOKENIZERS:
         tokens.encoding(name)
+
+
+MEMBERSHIP_RETRY_SECONDS = 1.0
+
+
+async def _record_membership(store: ReplicatedStore, config: ServerConfig) -> None:
+    """Record this node's id and addresses in the replicated member table, and
+    again whenever the record is missing or different (a restored snapshot, a
+    changed --advertise-url). Retries while the cluster has no leader."""
+    assert config.cluster is not None
+    member = PutMember(config.node_id, config.cluster.raft_bind, config.http_url)
+    while True:
+        with store.read() as machine:
+            recorded = machine.members.get(member.node_id) == member
+        if not recorded:
+            try:
+                await store.record_member(member)
+                logger.info("recorded member %s (%s)", member.node_id, member.raft_address)
+                continue
+            except ReplicationError as error:
+                logger.info("recording member %s: %s", member.node_id, error.message)
+        await asyncio.sleep(MEMBERSHIP_RETRY_SECONDS)
 
 
 HEAP_FREEZE_SECONDS = 30.0

@@ -363,6 +363,20 @@ class Tombstone:
 Command = PutContext | AppendMessages | Compact | PatchMetadata | Tombstone
 
 
+@attrs.frozen
+class PutMember:
+    """Record a cluster member's id and addresses (not a context command).
+
+    Each node proposes its own record once it has joined, so every node can
+    name the leader and reach its peers' APIs (``GET /v1/cluster``).
+    """
+
+    node_id: str
+    raft_address: str
+    http_url: str
+    kind: Literal["put_member"] = "put_member"
+
+
 # --- results --------------------------------------------------------------
 
 

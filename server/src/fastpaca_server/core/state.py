@@ -36,6 +36,7 @@ from .models import (
     MessageInput,
     PatchMetadata,
     PutContext,
+    PutMember,
     Tombstone,
     canonical_json,
     content_digest,
@@ -172,6 +173,8 @@ class StateMachine:
 
     def __init__(self) -> None:
         self.contexts: dict[str, Context] = {}
+        self.members: dict[str, PutMember] = {}
+        """Cluster members by node id, as each recorded itself (empty on a single node)."""
 
     # --- reads -------------------------------------------------------------
 
@@ -209,6 +212,16 @@ class StateMachine:
         if isinstance(command, PatchMetadata):
             return self._patch_metadata(command)
         return self._tombstone(command)
+
+    def put_member(self, command: PutMember) -> bool:
+        """Record a member's addresses; returns whether anything changed."""
+        if self.members.get(command.node_id) == command:
+            return False
+        for node_id, member in list(self.members.items()):
+            if member.raft_address == command.raft_address and node_id != command.node_id:
+                del self.members[node_id]  # the address was renamed: one record per address
+        self.members[command.node_id] = command
+        return True
 
     def _put_context(self, command: PutContext) -> ContextView:
         config = command.config
@@ -377,7 +390,10 @@ class StateMachine:
     # --- snapshots ---------------------------------------------------------
 
     def to_json(self) -> JSONObject:
-        return {"contexts": [_context_to_json(self.contexts[key]) for key in sorted(self.contexts)]}
+        return {
+            "contexts": [_context_to_json(self.contexts[key]) for key in sorted(self.contexts)],
+            "members": [converter.unstructure(self.members[key]) for key in sorted(self.members)],
+        }
 
     def to_bytes(self) -> bytes:
         """Bytes of the whole state (used for snapshots and determinism checks).
@@ -391,9 +407,13 @@ class StateMachine:
     @classmethod
     def from_bytes(cls, data: bytes) -> StateMachine:
         machine = cls()
-        for raw in json.loads(data)["contexts"]:
+        state = json.loads(data)
+        for raw in state["contexts"]:
             context = _context_from_json(raw)
             machine.contexts[context.id] = context
+        for raw in state.get("members", []):  # snapshots of older versions have none
+            member = converter.structure(raw, PutMember)
+            machine.members[member.node_id] = member
         return machine
 
 

@@ -280,10 +280,28 @@ class DurableJournal(Journal):  # type: ignore[misc]
         for payload, index, _ in entries[-RECENT_PAYLOADS:]:
             self._remember(index, bytes(payload))
         self._end = end
+        self._conflict_check: int | None = None
 
     # --- pysyncobj Journal interface --------------------------------------
 
     def add(self, command: bytes, idx: int, term: int) -> None:
+        check = self._conflict_check
+        if check is not None:
+            self._conflict_check = None
+            if check < len(self._indexes) and self._indexes[check] == idx:
+                if self._terms[check] == term:  # the same entry: keep it, and what follows
+                    self._conflict_check = check + 1 if check + 1 < len(self._indexes) else None
+                    return
+                logger.warning(
+                    "journal %s: entry %d of term %d replaces one of term %d; "
+                    "dropping it and the %d entries after it",
+                    self._path,
+                    idx,
+                    term,
+                    self._terms[check],
+                    len(self._indexes) - check - 1,
+                )
+                self.deleteEntriesFrom(check)
         record = _encode((command, idx, term))
         self._handle.write(record)
         self._offsets.append(self._end)
@@ -298,7 +316,23 @@ class DurableJournal(Journal):  # type: ignore[misc]
     def clear(self) -> None:
         self._rewrite([])
 
+    def truncate_on_conflict_from(self, entryFrom: int) -> None:
+        """Raft's rule for a follower given entries after ``entryFrom - 1``.
+
+        pysyncobj deletes every entry from ``entryFrom`` and then adds the
+        leader's. Raft (§5.3) deletes only from the first entry whose term
+        conflicts: deleting entries the leader sent again, or entries after
+        the ones it sent, drops the follower's log below what it already
+        acknowledged, and a crash in between loses committed entries. Called
+        instead of :meth:`deleteEntriesFrom`, this makes the :meth:`add` calls
+        that follow skip entries already held (same index and term) and
+        delete only at the first conflict; without a conflict nothing is
+        deleted.
+        """
+        self._conflict_check = entryFrom if entryFrom < len(self._indexes) else None
+
     def deleteEntriesFrom(self, entryFrom: int) -> None:
+        self._conflict_check = None
         if entryFrom >= len(self._indexes):
             return
         self._handle.flush()
@@ -316,6 +350,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self._buffered = False
 
     def deleteEntriesTo(self, entryTo: int) -> None:
+        self._conflict_check = None
         self._rewrite(self[entryTo:])
 
     def __getitem__(self, item: Any) -> Any:

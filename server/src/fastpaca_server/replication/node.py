@@ -32,11 +32,20 @@ from typing import Any, Protocol
 
 import pysyncobj.syncobj
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
-from pysyncobj.node import Node
+from pysyncobj.node import Node, TCPNode
 from pysyncobj.transport import Transport
 
-from ..core import Command, DomainError, StateMachine, command_from_json, command_to_json
+from ..core import (
+    Command,
+    DomainError,
+    PutMember,
+    StateMachine,
+    command_from_json,
+    command_to_json,
+)
+from ..core.models import converter
 from .bridge import settle_all_from_thread
+from .cluster import ClusterConfig, DurableTCPTransport
 from .journal import DurableJournal, repair_journal_file
 from .snapshot import SnapshotStore
 
@@ -45,6 +54,28 @@ logger = logging.getLogger(__name__)
 JOURNAL_FILE = "raft.journal"
 MAX_GROUP = 256
 """Most commands proposed in one Raft entry."""
+MAX_GROUP_CHARS = 4 * 1024 * 1024
+"""A group stops growing at about this many characters of JSON (one command
+may be larger on its own: up to the largest request body)."""
+LEADER_FALLBACK_SECONDS = 5.0
+APPEND_ENTRIES_BYTES = 64 * 1024 * 1024
+_UNKNOWN_WRITE = (
+    "The write was not confirmed: retry it with the same idempotency key, which is safe "
+    "whether or not it was stored"
+)
+_NO_BARRIER = (
+    "The node could not confirm that it is up to date with the cluster (no leader, or no "
+    "majority reachable); retry"
+)
+_FAIL_REASONS = {
+    FAIL_REASON.QUEUE_FULL: "the Raft queue is full",
+    FAIL_REASON.MISSING_LEADER: "no leader is known",
+    FAIL_REASON.DISCARDED: "the entry was discarded",
+    FAIL_REASON.NOT_LEADER: "this node is not the leader",
+    FAIL_REASON.LEADER_CHANGED: "the leader changed",
+    FAIL_REASON.REQUEST_DENIED: "the leader denied the request",
+    FAIL_REASON.UNKNOWN_OUTCOME: "the outcome could not be tracked",
+}
 SNAPSHOT_FILE = "raft.snapshot"
 
 
@@ -55,6 +86,19 @@ def _create_journal(journal_file: str | None = None) -> Any:
 
 
 pysyncobj.syncobj.createJournal = _create_journal
+
+
+class _NoFalseTruncationAlarm(logging.Filter):
+    """pysyncobj logs CRITICAL "truncating already-applied log entries" before
+    every follower truncation; ours keeps matching entries (see
+    ``_RaftNode._SyncObj__deleteEntriesFrom``), so the alarm is false, and the
+    journal logs a real conflict itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("truncating already-applied log entries")
+
+
+logging.getLogger("pysyncobj.syncobj").addFilter(_NoFalseTruncationAlarm())
 
 
 class ReplicationError(Exception):
@@ -87,9 +131,16 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
     _SyncObj__raftCommitIndex: int
     _SyncObj__raftLastApplied: int
 
-    def __init__(self, store: ReplicatedStore, conf: SyncObjConf) -> None:
+    def __init__(
+        self, store: ReplicatedStore, conf: SyncObjConf, cluster: ClusterConfig | None
+    ) -> None:
         self._store = store
-        super().__init__(Node("local"), [], conf, transportClass=LocalTransport)
+        if cluster is None:
+            super().__init__(Node("local"), [], conf, transportClass=LocalTransport)
+        else:
+            super().__init__(
+                cluster.raft_bind, list(cluster.peers), conf, transportClass=DurableTCPTransport
+            )
         self.addOnTickCallback(self._commit_without_waiting)
 
     @replicated  # type: ignore[untyped-decorator]
@@ -105,6 +156,15 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
             notifier = getattr(self, "_SyncObj__pipeNotifier", None)
             if notifier is not None:
                 notifier.notify()
+
+    def _SyncObj__deleteEntriesFrom(self, fromIDx: int) -> None:
+        """A follower given entries after ``fromIDx - 1``: delete only from the
+        first conflicting one (Raft §5.3), not everything after (see
+        :meth:`.journal.DurableJournal.truncate_on_conflict_from`)."""
+        journal = self._SyncObj__raftLog
+        position = fromIDx - journal[0][1]
+        if position >= 0:
+            journal.truncate_on_conflict_from(position)
 
     def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:
         """pysyncobj's dump loading, fixed to keep entries after the snapshot point."""
@@ -175,6 +235,7 @@ class ReplicatedStore:
         submit_timeout: float = 10.0,
         repair_journal: bool = False,
         apply_listeners: Sequence[ApplyListener] = (),
+        cluster: ClusterConfig | None = None,
     ) -> None:
         """Open the journal and snapshot of ``data_dir`` and start the Raft thread.
 
@@ -186,10 +247,13 @@ class ReplicatedStore:
         quarantine file beside it and truncated at the damage.
         ``apply_listeners`` are registered before the Raft thread starts, so
         they see the journal replayed (see :meth:`add_apply_listener`).
+        With ``cluster``, the node is one member of a Raft cluster over TCP
+        (see :mod:`.cluster`); without, a one-member cluster with no sockets.
         """
         os.makedirs(data_dir, exist_ok=True)
         self.data_dir = data_dir
         self.submit_timeout = submit_timeout
+        self.cluster = cluster
         self._machine = StateMachine()
         self._lock = threading.RLock()
         self._ready = threading.Event()
@@ -198,7 +262,8 @@ class ReplicatedStore:
         self._settled = False
         self._failure: BaseException | None = None
         self._listeners: list[ApplyListener] = []
-        self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[str, asyncio.Future[Any]]] = []
+        self._pending_bytes = 0
         self._proposal_scheduled = False
         for listener in apply_listeners:
             self.add_apply_listener(listener)
@@ -221,8 +286,19 @@ class ReplicatedStore:
             appendEntriesUseBatch=False,
             dynamicMembershipChange=False,
             onReady=self._on_ready,
+            password=cluster.secret if cluster is not None else None,
+            # A leader cut off from its followers stops acting as leader after
+            # this long (pysyncobj's default is 30 s; reads never trust it:
+            # see sync()).
+            leaderFallbackTimeout=LEADER_FALLBACK_SECONDS,
+            # pysyncobj sends an entry larger than this in chunks, and its last
+            # chunk is cut by the command's length, not the pickled entry's: an
+            # entry just under a multiple of the size arrives short (EOFError on
+            # the follower). Above the largest entry a request can make, no entry
+            # is chunked; a lagging follower gets at most this much per message.
+            appendEntriesBatchSizeBytes=APPEND_ENTRIES_BYTES,
         )
-        self._node = _RaftNode(self, conf)
+        self._node = _RaftNode(self, conf, cluster)
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -237,7 +313,11 @@ class ReplicatedStore:
         term first, so for our one-member group it means: leader, and every
         journal entry replayed.
         """
-        return self._ready.is_set() and bool(self._node._isLeader())
+        if not self._ready.is_set():
+            return False
+        if self.cluster is None:
+            return bool(self._node._isLeader())
+        return self._node._getLeader() is not None
 
     async def wait_ready(self, timeout: float | None = 30.0) -> None:
         """Wait until :attr:`ready` (no time limit with ``None``).
@@ -307,13 +387,44 @@ class ReplicatedStore:
         Commands submitted together (in the same turn of the event loop) are
         proposed as one Raft entry: one journal record, one fsync, one apply
         pass, one wake-up of the loop; each still gets its own outcome (a 409
-        for one does not fail the others). Raises :class:`ReplicationError`
-        when the command was not committed, or when its outcome is unknown
-        (timeout): retry with the same idempotency key.
+        for one does not fail the others). On a follower, pysyncobj forwards
+        the entry to the leader, and the result comes once this node has
+        applied it. Raises :class:`ReplicationError` when the command was not
+        committed, or when its outcome is unknown (timeout, leader change):
+        retry with the same idempotency key.
         """
+        value, domain_error = await self._propose(command_to_json(command), _UNKNOWN_WRITE)
+        if domain_error is not None:
+            raise domain_error
+        return value
+
+    async def sync(self) -> None:
+        """Wait until this node has applied every write acknowledged before the call.
+
+        A read after ``sync()`` sees every write acknowledged before it, on
+        any node. On a single node that is already so (a write is
+        acknowledged once applied here): nothing to wait for. In a cluster a
+        no-op entry goes through the Raft log (a read barrier): once this
+        node has applied it, it has applied everything committed before it;
+        a leader cut off from the majority cannot commit it, so a read never
+        answers from a deposed leader's state. Reads that arrive together
+        share one entry. Raises :class:`ReplicationError` without a quorum.
+        """
+        if self.cluster is not None:
+            await self._propose(None, _NO_BARRIER)
+
+    async def record_member(self, member: PutMember) -> None:
+        """Replicate this node's id and addresses (see :class:`~..core.PutMember`)."""
+        await self._propose(converter.unstructure(member), _UNKNOWN_WRITE)
+
+    async def _propose(self, item: Any, failure: str) -> tuple[Any, DomainError | None]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((command_to_json(command), future))
+        text = json.dumps(item, separators=(",", ":"), ensure_ascii=False)
+        if self._pending and self._pending_bytes + len(text) > MAX_GROUP_CHARS:
+            self._propose_pending(loop)  # keep each Raft entry bounded in size
+        self._pending.append((text, future))
+        self._pending_bytes += len(text)
         if len(self._pending) >= MAX_GROUP:
             self._propose_pending(loop)
         elif not self._proposal_scheduled:
@@ -322,29 +433,23 @@ class ReplicatedStore:
         try:
             result, error = await asyncio.wait_for(future, self.submit_timeout)
         except TimeoutError:
-            raise ReplicationError(
-                "The write was not confirmed in time; its outcome is unknown. "
-                "Retry with the same idempotency key."
-            ) from None
+            raise ReplicationError(f"{failure} (not confirmed in time).") from None
         if error != FAIL_REASON.SUCCESS:
             unknown = error in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME)
             outcome = "its outcome is unknown" if unknown else "it was not committed"
-            raise ReplicationError(
-                f"The write failed in replication (raft failure {error}); {outcome}. "
-                "Retry with the same idempotency key."
-            )
-        value, domain_error = result
-        if domain_error is not None:
-            raise domain_error
-        return value
+            reason = _FAIL_REASONS.get(error, f"raft failure {error}")
+            raise ReplicationError(f"{failure} ({reason}; {outcome}).")
+        answer: tuple[Any, DomainError | None] = result
+        return answer
 
     def _propose_pending(self, loop: asyncio.AbstractEventLoop) -> None:
         """Propose every command waiting to be proposed as one Raft entry."""
         self._proposal_scheduled = False
         group, self._pending = self._pending, []
+        self._pending_bytes = 0
         if not group:
             return
-        payload = json.dumps([item for item, _ in group], separators=(",", ":"), ensure_ascii=False)
+        payload = "[" + ",".join(text for text, _ in group) + "]"
         futures = [future for _, future in group]
 
         def on_done(results: Any, error: Any) -> None:
@@ -356,6 +461,57 @@ class ReplicatedStore:
 
         self._node.apply_command(payload, callback=on_done)
 
+    # --- the cluster ---------------------------------------------------------
+
+    def cluster_status(self, node_id: str, http_url: str) -> dict[str, Any]:
+        """This node's view of the cluster (``GET /v1/cluster``).
+
+        Members come from the replicated member records (each node records
+        itself once it has joined, :meth:`record_member`); a peer that has
+        not recorded itself yet shows with its Raft address only.
+        """
+        node = self._node
+        with self._lock:
+            records = dict(self._machine.members)
+        by_address = {member.raft_address: member for member in records.values()}
+        cluster = self.cluster
+        if cluster is None:
+            addresses = ["local"]
+            leader_address = "local" if node._isLeader() else None
+        else:
+            addresses = [cluster.raft_bind, *cluster.peers]
+            leader = node._getLeader()
+            leader_address = getattr(leader, "address", None) if leader is not None else None
+        members = []
+        for address in addresses:
+            record = by_address.get(address)
+            own = address == addresses[0]
+            members.append(
+                {
+                    "id": node_id if own else (record.node_id if record else None),
+                    "raft_address": None if cluster is None else address,
+                    "http_url": http_url if own else (record.http_url if record else None),
+                    "reachable": own or node.isNodeConnected(TCPNode(address)),
+                    "leader": address == leader_address,
+                }
+            )
+        leader_id = next((m["id"] for m in members if m["leader"]), None)
+        return {
+            "node_id": node_id,
+            "leader": leader_id,
+            "members": members,
+            "groups": [
+                {
+                    "id": 0,
+                    "leader": leader_id,
+                    "commit_index": int(node.raftCommitIndex),
+                    "applied_index": int(node.raftLastApplied),
+                }
+            ],
+            "commit_index": int(node.raftCommitIndex),
+            "applied_index": int(node.raftLastApplied),
+        }
+
     # --- called on the Raft thread -------------------------------------------
 
     def _apply(self, payload: str) -> list[tuple[Any, DomainError | None]]:
@@ -366,6 +522,13 @@ class ReplicatedStore:
         outcomes: list[tuple[Any, DomainError | None]] = []
         with self._lock:
             for item in commands:
+                if item is None:  # a read barrier (sync())
+                    outcomes.append((None, None))
+                    continue
+                if item.get("kind") == "put_member":
+                    self._machine.put_member(converter.structure(item, PutMember))
+                    outcomes.append((None, None))
+                    continue
                 command = command_from_json(item)
                 try:
                     result = self._machine.apply(command)
