@@ -13,6 +13,9 @@ Stages (``bench/run.py --only NAME,…``):
   snapshot.
 * ``idempotency``: RAM and snapshot bytes per remembered idempotency key.
 * ``tokens``: tokens counted per second, prose and text with no whitespace.
+* ``cluster``: a 3-node loopback cluster against a single node (appends
+  through the leader and through a follower), and failover time after
+  kill -9 of the leader.
 
 The first four share one Fastpaca server and the two baselines; the last
 three start servers of their own (and stop them), so that they never load
@@ -40,6 +43,7 @@ from typing import Any
 import aiohttp
 import psutil
 
+from .cluster import stage_cluster
 from .load import (
     Measurement,
     Request,
@@ -65,7 +69,7 @@ NEVER_SNAPSHOT = "1000000000"  # --log-compaction-entries that a run never reach
 BATCH = 1_000  # the largest batch an append takes
 MiB = 1024 * 1024
 RSS_NOISE_BYTES = 2 * MiB  # how far RSS differs between two identical runs, about
-STAGES = ("append", "window", "history", "mix", "bigdata", "idempotency", "tokens")
+STAGES = ("append", "window", "history", "mix", "bigdata", "idempotency", "tokens", "cluster")
 
 
 def message(index: int, text: str = MESSAGE_TEXT) -> dict[str, Any]:
@@ -297,18 +301,20 @@ class Bench:
 # --- the report rows ------------------------------------------------------------------
 
 
-def load_row(case: str, results: dict[str, Measurement], **extra: Any) -> dict[str, Any]:
-    """A row of a load figure: every server's measurement and fastpaca ÷ each baseline."""
-    ours = results.get("fastpaca")
-    row: dict[str, Any] = {"case": case, **extra}
+def load_row(
+    case: str, results: dict[str, Measurement], ours: str = "fastpaca", **extra: Any
+) -> dict[str, Any]:
+    """A row of a load figure: every server's measurement and ``ours`` ÷ each other one."""
+    reference = results.get(ours)
+    row: dict[str, Any] = {"case": case, "servers": list(results), **extra}
     ratios: dict[str, dict[str, float | None]] = {}
     for name, measurement in results.items():
         row[name] = measurement.as_json()
-        if ours is not None and name != "fastpaca":
+        if reference is not None and name != ours:
             ratios[name] = {
-                "rps": ratio(ours.rps, measurement.rps),
-                "p50": ratio(ours.p50, measurement.p50),
-                "p99": ratio(ours.p99, measurement.p99),
+                "rps": ratio(reference.rps, measurement.rps),
+                "p50": ratio(reference.p50, measurement.p50),
+                "p99": ratio(reference.p99, measurement.p99),
             }
     row["ratios"] = ratios
     return row
@@ -1056,5 +1062,6 @@ STAGE_FUNCTIONS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "bigdata": stage_bigdata,
     "idempotency": stage_idempotency,
     "tokens": stage_tokens,
+    "cluster": stage_cluster,
 }
 SHARED_STAGES = ("append", "window", "history", "mix")

@@ -214,6 +214,32 @@ def targets(figures: Figures) -> list[dict[str, Any]]:
         lambda v: v <= 1,
         note=largest["name"].split(":")[0] if largest else "",
     )
+
+    for target in ("leader", "follower"):
+        row = _row(figures, "cluster", f"64 conns, to {target}")
+        add(
+            f"3-node cluster appends at 64 connections (to the {target}) ÷ single node",
+            "≥ 0.4x",
+            _divide(_get(row, "cluster", "rps"), _get(row, "single", "rps")),
+            "x",
+            lambda v: v >= 0.4,
+        )
+        add(
+            f"3-node cluster append p99 at 64 connections (to the {target})",
+            "< 150 ms",
+            _get(row, "cluster", "p99"),
+            "ms",
+            lambda v: v < 150,
+        )
+    failover = _fact(figures, "cluster", "failover, kill -9")
+    add(
+        "failover: kill -9 of the leader to the first acknowledged append (median)",
+        "< 2 s",
+        failover["value"] if failover else None,
+        "s",
+        lambda v: v < 2,
+        note=failover["note"] if failover else "",
+    )
     return found
 
 
@@ -236,17 +262,25 @@ def _times(value: float | None) -> str:
     return f"{value:.2f}x" if value >= 0.1 else f"{value:.2g}x"
 
 
+def _reference(figure: dict[str, Any]) -> str:
+    """The server every other one in a load figure is compared with."""
+    rows = figure.get("rows") or [{}]
+    servers: list[str] = rows[0].get("servers", ["fastpaca"])
+    return servers[0]
+
+
 def load_table(figure: dict[str, Any]) -> Iterator[str]:
     header = (
         f"{'case':<22} {'server':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
-        f" | {'fastpaca ÷ this':^25}"
+        f" | {_reference(figure) + ' ÷ this':^25}"
     )
     yield header
     yield f"{'':<22} {'':<10} {'':>9} {'':>8} {'':>8} {'':>7} | {'req/s':>7} {'p50':>8} {'p99':>8}"
     yield "-" * len(header)
     for row in figure["rows"]:
         case = row["case"]
-        for server in ("fastpaca", "bare", "langchain"):
+        servers = row.get("servers", ("fastpaca", "bare", "langchain"))
+        for server in servers:
             if server not in row:
                 continue
             m = row[server]
@@ -262,7 +296,7 @@ def load_table(figure: dict[str, Any]) -> Iterator[str]:
                 f"{_number(m['p99']):>8} {m['errors']:>7} |{tail}"
             )
             case = ""
-        for server in ("fastpaca", "bare", "langchain"):
+        for server in servers:
             if server in row and row[server].get("first_error"):
                 yield f"{'':<22} ! {server}: {row[server]['first_error'][:150]}"
 
@@ -303,6 +337,7 @@ ORDER = (
     "stall",
     "idempotency",
     "tokens",
+    "cluster",
 )
 
 
@@ -331,7 +366,10 @@ def lines(result: dict[str, Any]) -> Iterator[str]:
         figure = figures[name]
         yield ""
         yield f"## {name}: {figure['title']}"
-        yield from (load_table(figure) if "rows" in figure else fact_table(figure))
+        if "rows" in figure:
+            yield from load_table(figure)
+        if "facts" in figure:
+            yield from fact_table(figure)
     yield ""
     yield "## targets (issue 6)"
     yield from target_table(result["targets"])

@@ -8,6 +8,7 @@ kill -9s, pauses (SIGSTOP) and restarts nodes. Every wait is bounded.
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from .proxy import LinkProxy
 from .server import ServerProcess, free_port
 
 _T = TypeVar("_T")
@@ -31,11 +33,20 @@ class Cluster:
         size: int = 3,
         *args: str,
         node_class: Callable[..., ServerProcess] = ServerProcess,
+        proxied: bool = False,
+        groups: int = 1,
     ) -> None:
-        raft = [f"127.0.0.1:{free_port()}" for _ in range(size)]
+        raft = [f"127.0.0.1:{free_ports(groups)}" for _ in range(size)]
+        if groups > 1:
+            args = ("--groups", str(groups), *args)
+        self.proxies: dict[frozenset[int], LinkProxy] = {}
         self.nodes: list[ServerProcess] = []
         for number in range(size):
-            peers = ",".join(address for other, address in enumerate(raft) if other != number)
+            peers = ",".join(
+                self._peer_address(raft, number, other, proxied)
+                for other in range(size)
+                if other != number
+            )
             node = node_class(
                 root / f"n{number + 1}",
                 "--node-id",
@@ -49,6 +60,35 @@ class Cluster:
             self.nodes.append(node)
         self.raft_addresses = raft
         self.paused: set[str] = set()
+
+    def _peer_address(self, raft: list[str], me: int, other: int, proxied: bool) -> str:
+        """How node ``me`` names node ``other`` in its --peers.
+
+        pysyncobj opens one connection per pair, from the node with the larger
+        address to the smaller, and the connecting node introduces itself by
+        its own address. So with ``proxied`` the larger node reaches the
+        smaller one through a :class:`LinkProxy` (whose port sorts below every
+        real one, keeping the order), and the smaller names the larger by its
+        real address (which is how the larger introduces itself).
+        """
+        if not proxied or raft[me] < raft[other]:
+            return raft[other]
+        proxy = LinkProxy(raft[other])
+        self.proxies[frozenset((me, other))] = proxy
+        return proxy.address
+
+    def cut(self, one: ServerProcess, other: ServerProcess) -> None:
+        """Cut the Raft link between two nodes (both directions: it is one connection)."""
+        self.proxies[frozenset((self.nodes.index(one), self.nodes.index(other)))].cut()
+
+    def heal(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.heal()
+
+    def isolate(self, node: ServerProcess) -> None:
+        for other in self.nodes:
+            if other is not node:
+                self.cut(node, other)
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -70,6 +110,8 @@ class Cluster:
             if self.name(node) in self.paused:
                 self.resume(node)
             node.stop()
+        for proxy in self.proxies.values():
+            proxy.close()
 
     def kill9(self, node: ServerProcess) -> None:
         node.kill9()
@@ -120,25 +162,85 @@ class Cluster:
         return view
 
     def leader(self, timeout: float = 30.0) -> ServerProcess:
-        """The node every live node names as leader, once they agree and it is live."""
+        """The node every live node names as leader, once they agree and it is live.
 
-        def agreed() -> ServerProcess | None:
-            names = set()
-            for node in self.alive():
-                view = self.view(node)
-                if view is None or view["leader"] is None:
-                    return None
-                names.add(view["leader"])
-            if len(names) != 1:
+        Through proxies a node knows its peers by proxy addresses, so it cannot
+        name them: then the leader is the one live node that says it leads.
+        """
+        if self.proxies:
+            return wait_for(self._self_declared_leader, timeout, "exactly one node to lead")
+
+        return wait_for(self._agreed_leader, timeout, "the live nodes to agree on a leader")
+
+    def _agreed_leader(self) -> ServerProcess | None:
+        names = set()
+        for node in self.alive():
+            view = self.view(node)
+            if view is None or view["leader"] is None:
                 return None
-            leader = self.node(names.pop())
-            return leader if leader in self.alive() else None
+            names.add(view["leader"])
+        if len(names) != 1:
+            return None
+        leader = self.node(names.pop())
+        return leader if leader in self.alive() else None
 
-        return wait_for(agreed, timeout, "the live nodes to agree on a leader")
+    def _self_declared_leader(self) -> ServerProcess | None:
+        leading = [
+            node
+            for node in self.alive()
+            if (view := self.view(node)) is not None and view["leader"] == view["node_id"]
+        ]
+        return leading[0] if len(leading) == 1 else None
+
+    def settled(self, timeout: float = 60.0, quiet: float = 1.5) -> ServerProcess:
+        """The leader, once every live node has been ready under it for ``quiet`` seconds."""
+        deadline = time.monotonic() + timeout
+        stable_since: float | None = None
+        last: ServerProcess | None = None
+        while time.monotonic() < deadline:
+            leader = self._self_declared_leader() if self.proxies else self._agreed_leader()
+            ready = leader is not None and all(
+                _status(f"{node.url}/health/ready") == 200 for node in self.alive()
+            )
+            if ready and leader is last:
+                if stable_since is not None and time.monotonic() - stable_since >= quiet:
+                    assert leader is not None
+                    return leader
+            else:
+                stable_since = time.monotonic() if ready else None
+            last = leader if ready else None
+            time.sleep(0.1)
+        raise TimeoutError(f"the cluster did not settle within {timeout:g}s")
 
     def followers(self) -> list[ServerProcess]:
         leader = self.leader()
         return [node for node in self.alive() if node is not leader]
+
+
+def _status(url: str) -> int | None:
+    try:
+        return httpx.get(url, timeout=2).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports (Raft groups use port + g)."""
+    for _ in range(100):
+        first = free_port()
+        sockets = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 def wait_for(check: Callable[[], _T | None], timeout: float, what: str) -> _T:

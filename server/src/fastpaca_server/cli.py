@@ -27,6 +27,7 @@ from .api.keys import STORE
 from .config import DEFAULT_MAX_BODY_BYTES, ServerConfig
 from .replication import DataDirectoryError, JournalCorrupted
 from .replication.cluster import ClusterConfig, ClusterConfigError, check
+from .replication.shards import MAX_GROUPS
 
 PROG = "fastpaca-server"
 _TRUE = {"1", "true", "yes", "on"}
@@ -192,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add(
         cluster,
+        "--groups",
+        "GROUPS",
+        "1",
+        "Raft groups to spread contexts over, each with its own leader and port "
+        "(--raft-bind's port + group); fixed once the data directory exists",
+        int,
+    )
+    _add(
+        cluster,
         "--advertise-url",
         "ADVERTISE_URL",
         None,
@@ -230,6 +240,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         )
     if not 0 < args.events_heartbeat < args.events_idle_timeout:
         parser.error("0 < --events-heartbeat < --events-idle-timeout")
+    if not 1 <= args.groups <= MAX_GROUPS:
+        parser.error(f"--groups must be between 1 and {MAX_GROUPS}")
     cluster = None
     peers = tuple(peer.strip() for peer in args.peers.split(",") if peer.strip())
     if peers or args.raft_bind:
@@ -262,6 +274,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         events_retain=args.events_retain,
         events_retain_total=args.events_retain_total,
         node_id=args.node_id,
+        groups=args.groups,
         cluster=cluster,
         advertise_url=args.advertise_url or None,
     )

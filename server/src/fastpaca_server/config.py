@@ -33,6 +33,8 @@ class ServerConfig:
     """Events kept in memory for replay on the whole node (the oldest go first)."""
     node_id: str = "n1"
     """This node's name in ``GET /v1/cluster`` (and its logs)."""
+    groups: int = 1
+    """Raft groups contexts are spread over (fixed for a data directory)."""
     cluster: ClusterConfig | None = None
     """Raft peers and secret; ``None`` for a single node."""
     advertise_url: str | None = None

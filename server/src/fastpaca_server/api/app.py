@@ -90,7 +90,8 @@ async def _data_dir_lock(app: web.Application) -> AsyncIterator[None]:
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
     startup = app[STORE]
     # The event hub listens from before the Raft thread starts: it sees the journal replayed.
-    startup.start(apply_listeners=[app[EVENTS].listener(asyncio.get_running_loop())])
+    loop = asyncio.get_running_loop()
+    startup.start(apply_listeners=lambda: [app[EVENTS].listener(loop)])
     yield
     await startup.close()
 

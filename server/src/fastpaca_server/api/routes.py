@@ -47,8 +47,9 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _store(request: web.Request) -> ReplicatedStore:
-    return request.app[STORE].get()  # NotReady (503) until the node has replayed its state
+def _store(request: web.Request, context_id: str) -> ReplicatedStore:
+    """The Raft group of ``context_id`` (NotReady, 503, until the node has replayed)."""
+    return request.app[STORE].get().for_context(context_id)
 
 
 def _context_id(request: web.Request) -> str:
@@ -61,10 +62,10 @@ async def _body(request: web.Request) -> JSONObject:
     return validation.json_body(await request.read())
 
 
-async def _synced(request: web.Request) -> ReplicatedStore:
-    """The store, once it has applied every write acknowledged before this request
-    (on any node of a cluster: see :meth:`ReplicatedStore.sync`)."""
-    store = _store(request)
+async def _synced(request: web.Request, context_id: str) -> ReplicatedStore:
+    """The group of ``context_id``, once it has applied every write acknowledged
+    before this request (on any node of a cluster: see :meth:`ReplicatedStore.sync`)."""
+    store = _store(request, context_id)
     await store.sync()
     return store
 
@@ -84,7 +85,7 @@ async def _admit(
     catches up and checks again.
     """
     fingerprint = validation.fingerprint(normalised) if key is not None else None
-    store = _store(request)
+    store = _store(request, context_id)
     for attempt in range(2):
         try:
             with store.read() as machine:
@@ -131,7 +132,8 @@ async def _counted(request: web.Request, tokenizer: str, count: Callable[[], _T]
 async def put_context(request: web.Request) -> web.Response:
     context_id = _context_id(request)
     config, metadata = validation.context_config(await _body(request))
-    view = await _store(request).submit(PutContext(context_id, _now_ms(), config, metadata))
+    command = PutContext(context_id, _now_ms(), config, metadata)
+    view = await _store(request, context_id).submit(command)
     return web.json_response(render.context(view))
 
 
@@ -139,7 +141,7 @@ async def put_context(request: web.Request) -> web.Response:
 async def get_context(request: web.Request) -> web.Response:
     context_id = _context_id(request)
     validation.query(request.query, {}, {})
-    with (await _synced(request)).read() as machine:
+    with (await _synced(request, context_id)).read() as machine:
         view = machine.get(context_id).view()
     return web.json_response(render.context(view))
 
@@ -148,7 +150,7 @@ async def get_context(request: web.Request) -> web.Response:
 async def delete_context(request: web.Request) -> web.Response:
     context_id = _context_id(request)
     validation.query(request.query, {}, {})
-    view = await _store(request).submit(Tombstone(context_id, _now_ms()))
+    view = await _store(request, context_id).submit(Tombstone(context_id, _now_ms()))
     return web.json_response(render.context(view))
 
 
@@ -157,7 +159,7 @@ async def patch_metadata(request: web.Request) -> web.Response:
     context_id = _context_id(request)
     patch, if_version = validation.metadata_patch(await _body(request))
     command = PatchMetadata(context_id, _now_ms(), patch, if_version)
-    view = await _store(request).submit(command)
+    view = await _store(request, context_id).submit(command)
     return web.json_response(render.context(view))
 
 
@@ -183,7 +185,7 @@ async def append_messages(request: web.Request) -> web.Response:
         fingerprint=fingerprint,
         if_version=if_version,
     )
-    result: AppendResult = await _store(request).submit(command)
+    result: AppendResult = await _store(request, context_id).submit(command)
     if not result.replayed:
         metrics = request.app[METRICS]
         metrics.appended_messages.inc(len(messages))
@@ -207,7 +209,7 @@ async def tail(request: web.Request) -> web.Response:
         {"offset": (0, validation.MAX_OFFSET), "limit": (1, validation.MAX_PAGE)},
         {"offset": 0, "limit": validation.DEFAULT_TAIL_LIMIT},
     )
-    with (await _synced(request)).read() as machine:
+    with (await _synced(request, context_id)).read() as machine:
         context = machine.get(context_id)
         items = context.tail(params["offset"], params["limit"])
         has_more = bool(items) and (items[0].seq or 0) > 1
@@ -227,7 +229,7 @@ async def list_messages(request: web.Request) -> web.Response:
         },
         {"after_seq": 0, "limit": 50},
     )
-    with (await _synced(request)).read() as machine:
+    with (await _synced(request, context_id)).read() as machine:
         context = machine.get(context_id)
         items = context.messages_between(
             params["after_seq"], params.get("before_seq"), params["limit"]
@@ -249,7 +251,7 @@ async def get_window(request: web.Request) -> web.Response:
         {"budget_tokens": (1, MAX_TOKEN_BUDGET), "if_version": (0, 2**62)},
         {},
     )
-    with (await _synced(request)).read() as machine:
+    with (await _synced(request, context_id)).read() as machine:
         context = machine.get(context_id)
         if "if_version" in params:
             check_version(context, params["if_version"])
@@ -306,7 +308,7 @@ async def compact(request: web.Request) -> web.Response:
         fingerprint=fingerprint,
         if_version=if_version,
     )
-    result: CompactResult = await _store(request).submit(command)
+    result: CompactResult = await _store(request, context_id).submit(command)
     return web.json_response(render.compact_result(result), headers=_replay_header(result.replayed))
 
 
@@ -332,10 +334,10 @@ async def ready(request: web.Request) -> web.Response:
 async def cluster(request: web.Request) -> web.Response:
     validation.query(request.query, {}, {})
     config = request.app[CONFIG]
-    store = request.app[STORE].opened  # answers before the node is ready, to say why
-    if store is None:
+    shards = request.app[STORE].opened  # answers before the node is ready, to say why
+    if shards is None:
         raise NotReady()
-    status = store.cluster_status(config.node_id, config.http_url)
+    status = shards.cluster_status(config.node_id, config.http_url)
     status["ready"] = request.app[STORE].ready
     return web.json_response(status)
 

@@ -17,13 +17,14 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .. import tokens
 from ..config import ServerConfig
 from ..core import PutMember
 from ..core.models import TOKENIZERS
 from ..replication import ApplyListener, ReplicatedStore, ReplicationError
+from ..replication.shards import Shards, check_groups, group_cluster, group_dir
 
 logger = logging.getLogger(__name__)
 
@@ -42,15 +43,15 @@ class StoreStartup:
 
     def __init__(self, config: ServerConfig) -> None:
         self._config = config
-        self._store: ReplicatedStore | None = None
-        self._constructing: asyncio.Future[ReplicatedStore] | None = None
-        self._task: asyncio.Task[ReplicatedStore] | None = None
-        self._listeners: Sequence[ApplyListener] = ()
+        self._store: Shards | None = None
+        self._constructing: asyncio.Future[Shards] | None = None
+        self._task: asyncio.Task[Shards] | None = None
+        self._listeners: Callable[[], Sequence[ApplyListener]] = tuple
         self._heap_task: asyncio.Task[None] | None = None
         self._member_task: asyncio.Task[None] | None = None
 
     @property
-    def task(self) -> asyncio.Task[ReplicatedStore]:
+    def task(self) -> asyncio.Task[Shards]:
         """Finishes with the store once it is ready, or with the error that stopped it."""
         if self._task is None:
             raise RuntimeError("the store has not been started")
@@ -62,22 +63,23 @@ class StoreStartup:
         return self._store is not None and self._store.ready
 
     @property
-    def opened(self) -> ReplicatedStore | None:
+    def opened(self) -> Shards | None:
         """The store once its files are open, ready or not (the cluster view)."""
         return self._store
 
-    def get(self) -> ReplicatedStore:
-        """The store, or :class:`NotReady` until :attr:`ready`."""
+    def get(self) -> Shards:
+        """The node's Raft groups, or :class:`NotReady` until :attr:`ready`."""
         if not self.ready or self._store is None:
             raise NotReady()
         return self._store
 
-    def start(self, apply_listeners: Sequence[ApplyListener] = ()) -> None:
-        """Begin opening the store (returns at once); ``apply_listeners`` see its replay."""
+    def start(self, apply_listeners: Callable[[], Sequence[ApplyListener]] = tuple) -> None:
+        """Begin opening the store (returns at once). ``apply_listeners`` is called once
+        per Raft group for the listeners of that group; they see its replay."""
         self._listeners = apply_listeners
         self._task = asyncio.create_task(self._open(), name="open the store")
 
-    async def _open(self) -> ReplicatedStore:
+    async def _open(self) -> Shards:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         config = self._config
@@ -86,23 +88,18 @@ class StoreStartup:
         # thread, so the first request that counts tokens does not stall the
         # event loop (requests that come earlier count on a worker thread too).
         loop.run_in_executor(None, _load_tokenizers)
-        self._constructing = loop.run_in_executor(
-            None,
-            lambda: ReplicatedStore(
-                config.data_dir,
-                log_compaction_entries=config.log_compaction_entries,
-                submit_timeout=config.submit_timeout,
-                repair_journal=config.repair_journal,
-                apply_listeners=listeners,
-                cluster=config.cluster,
-            ),
-        )
+        self._constructing = loop.run_in_executor(None, lambda: _open_groups(config, listeners))
         # Shielded: cancelling startup must not lose a store that is being built.
         store = self._store = await asyncio.shield(self._constructing)
+        entries = sum(len(group.journal) for group in store.stores)
         logger.info(
-            "opened %s (%d journal entries); replaying", config.data_dir, len(store.journal)
+            "opened %s (%d Raft groups, %d journal entries); replaying",
+            config.data_dir,
+            len(store.stores),
+            entries,
         )
-        await store.wait_ready(timeout=None)
+        for group in store.stores:
+            await group.wait_ready(timeout=None)
         logger.info("ready after %.1f s", time.monotonic() - started)
         gc.freeze()
         self._heap_task = asyncio.create_task(_freeze_the_heap_now_and_then(), name="gc freeze")
@@ -138,11 +135,35 @@ def _load_tokenizers() -> None:
 MEMBERSHIP_RETRY_SECONDS = 1.0
 
 
-async def _record_membership(store: ReplicatedStore, config: ServerConfig) -> None:
+def _open_groups(config: ServerConfig, listeners: Callable[[], Sequence[ApplyListener]]) -> Shards:
+    """Open every Raft group of the data directory (closing the opened ones if one fails)."""
+    check_groups(config.data_dir, config.groups)
+    stores: list[ReplicatedStore] = []
+    try:
+        for group in range(config.groups):
+            stores.append(
+                ReplicatedStore(
+                    group_dir(config.data_dir, group),
+                    log_compaction_entries=config.log_compaction_entries,
+                    submit_timeout=config.submit_timeout,
+                    repair_journal=config.repair_journal,
+                    apply_listeners=listeners(),
+                    cluster=group_cluster(config.cluster, group),
+                )
+            )
+    except BaseException:
+        for store in stores:
+            store.close()
+        raise
+    return Shards(stores)
+
+
+async def _record_membership(shards: Shards, config: ServerConfig) -> None:
     """Record this node's id and addresses in the replicated member table, and
     again whenever the record is missing or different (a restored snapshot, a
     changed --advertise-url). Retries while the cluster has no leader."""
     assert config.cluster is not None
+    store = shards.first
     member = PutMember(config.node_id, config.cluster.raft_bind, config.http_url)
     while True:
         with store.read() as machine:

@@ -101,8 +101,8 @@ def _feed_request(request: web.Request, *, last_event_id: bool) -> tuple[str, in
     return context_id, cursor, include
 
 
-def _store(request: web.Request) -> ReplicatedStore:
-    return request.app[STORE].get()
+def _store(request: web.Request, context_id: str) -> ReplicatedStore:
+    return request.app[STORE].get().for_context(context_id)
 
 
 def _tombstoned_at(store: ReplicatedStore, context_id: str) -> int | None:
@@ -238,7 +238,7 @@ async def _subscribed(
     metrics.stream_connections.labels(kind).inc()
     try:
         # Read and register in one step (no await between): see events.py.
-        tombstoned_at = _tombstoned_at(_store(request), context_id)
+        tombstoned_at = _tombstoned_at(_store(request, context_id), context_id)
         subscription = hub.subscribe(context_id, cursor, tombstoned_at=tombstoned_at)
         try:
             await serve(subscription)
@@ -256,7 +256,7 @@ async def _subscribed(
 async def stream(request: web.Request) -> web.StreamResponse:
     """The context's events over a websocket: replay after ``cursor``, then live."""
     context_id, cursor, include_messages = _feed_request(request, last_event_id=False)
-    _tombstoned_at(_store(request), context_id)  # 404 before anything is upgraded
+    _tombstoned_at(_store(request, context_id), context_id)  # 404 before anything is upgraded
     websocket = web.WebSocketResponse(
         autoping=False, compress=False, max_msg_size=MAX_CLIENT_MESSAGE, timeout=CLOSE_GRACE
     )
@@ -354,7 +354,7 @@ def _sse(entry: VersionEvents, include_messages: bool) -> bytes:
 async def events(request: web.Request) -> web.StreamResponse:
     """The context's events as Server-Sent Events: replay after the cursor, then live."""
     context_id, cursor, include_messages = _feed_request(request, last_event_id=True)
-    _tombstoned_at(_store(request), context_id)  # 404 before the stream starts
+    _tombstoned_at(_store(request, context_id), context_id)  # 404 before the stream starts
     headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     if request.method == "HEAD":
         return web.Response(headers=headers)

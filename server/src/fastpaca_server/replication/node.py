@@ -30,6 +30,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
+import attrs
 import pysyncobj.syncobj
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.node import Node, TCPNode
@@ -205,6 +206,19 @@ def _find_entry(journal: Any, entry: tuple[bytes, int, int]) -> int | None:
     if 0 <= position < len(journal) and journal[position][2] == entry[2]:
         return position
     return None
+
+
+@attrs.frozen
+class RaftView:
+    """One group's Raft state as this node sees it: the leader's Raft address
+    (``"local"`` on a single node; ``None`` while none is known), whether each
+    peer is connected, the commit and applied indexes, the member records."""
+
+    leader_address: str | None
+    connected: dict[str, bool]
+    commit_index: int
+    applied_index: int
+    members: dict[str, PutMember]
 
 
 class ApplyListener(Protocol):
@@ -463,54 +477,26 @@ class ReplicatedStore:
 
     # --- the cluster ---------------------------------------------------------
 
-    def cluster_status(self, node_id: str, http_url: str) -> dict[str, Any]:
-        """This node's view of the cluster (``GET /v1/cluster``).
-
-        Members come from the replicated member records (each node records
-        itself once it has joined, :meth:`record_member`); a peer that has
-        not recorded itself yet shows with its Raft address only.
-        """
+    def raft_view(self) -> RaftView:
+        """What this node's Raft engine knows right now (for ``GET /v1/cluster``)."""
         node = self._node
-        with self._lock:
-            records = dict(self._machine.members)
-        by_address = {member.raft_address: member for member in records.values()}
         cluster = self.cluster
         if cluster is None:
-            addresses = ["local"]
             leader_address = "local" if node._isLeader() else None
+            connected: dict[str, bool] = {}
         else:
-            addresses = [cluster.raft_bind, *cluster.peers]
             leader = node._getLeader()
             leader_address = getattr(leader, "address", None) if leader is not None else None
-        members = []
-        for address in addresses:
-            record = by_address.get(address)
-            own = address == addresses[0]
-            members.append(
-                {
-                    "id": node_id if own else (record.node_id if record else None),
-                    "raft_address": None if cluster is None else address,
-                    "http_url": http_url if own else (record.http_url if record else None),
-                    "reachable": own or node.isNodeConnected(TCPNode(address)),
-                    "leader": address == leader_address,
-                }
-            )
-        leader_id = next((m["id"] for m in members if m["leader"]), None)
-        return {
-            "node_id": node_id,
-            "leader": leader_id,
-            "members": members,
-            "groups": [
-                {
-                    "id": 0,
-                    "leader": leader_id,
-                    "commit_index": int(node.raftCommitIndex),
-                    "applied_index": int(node.raftLastApplied),
-                }
-            ],
-            "commit_index": int(node.raftCommitIndex),
-            "applied_index": int(node.raftLastApplied),
-        }
+            connected = {peer: bool(node.isNodeConnected(TCPNode(peer))) for peer in cluster.peers}
+        with self._lock:
+            members = dict(self._machine.members)
+        return RaftView(
+            leader_address=leader_address,
+            connected=connected,
+            commit_index=int(node.raftCommitIndex),
+            applied_index=int(node.raftLastApplied),
+            members=members,
+        )
 
     # --- called on the Raft thread -------------------------------------------
 
