@@ -22,7 +22,13 @@ export type Schemas = components['schemas'];
 export type HttpMethod = 'get' | 'put' | 'post' | 'patch' | 'delete';
 
 /** Operations that are not part of the client: health, metrics and the websocket feed (`events()` reads the SSE one). */
-type OperationsOutsideTheClient = 'healthLive' | 'healthReady' | 'getMetrics' | 'streamEvents';
+type OperationsOutsideTheClient =
+  | 'healthLive'
+  | 'healthReady'
+  | 'getMetrics'
+  | 'streamEvents'
+  | 'addClusterMember' // operator actions: docs/cluster.md's runbook, not app code
+  | 'removeClusterMember';
 
 /** Every operation the client calls: all of the spec's but health and metrics. */
 export type ClientOperation = Exclude<keyof operations, OperationsOutsideTheClient>;

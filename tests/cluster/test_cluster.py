@@ -377,3 +377,81 @@ def test_contexts_spread_over_raft_groups_each_with_its_own_leader(tmp_path: Pat
         assert [m["parts"][0]["text"] for m in tail][-1] == "after the kill"
     finally:
         cluster.stop()
+
+
+def test_a_node_joins_and_a_member_leaves_without_downtime(cluster: Cluster) -> None:
+    """Membership changes through the log while appends go on: a fourth node is
+    added (it catches up and serves), then a follower is removed and stopped;
+    no acknowledged append is lost and the remaining nodes agree."""
+    contexts = [f"member-{n}" for n in range(3)]
+    first = cluster.nodes[0]
+    for context_id in contexts:
+        created = httpx.put(f"{first.url}/v1/contexts/{context_id}", json={"token_budget": 100_000})
+        assert created.status_code == 200, created.text
+    workload = AppendWorkload(list(cluster.nodes), contexts, threads=4).start()
+    try:
+        wait_for(lambda: workload.acknowledged() > 60 or None, 60, "appends before the change")
+        newcomer = cluster.add_node()
+        added = httpx.post(
+            f"{first.url}/v1/cluster/members",
+            json={"raft_address": cluster.raft_address(newcomer)},
+            timeout=30,
+        )
+        assert added.status_code == 200, added.text
+        assert len(added.json()["members"]) == 4
+        cluster.wait_ready(newcomer)
+        again = httpx.post(
+            f"{newcomer.url}/v1/cluster/members",
+            json={"raft_address": cluster.raft_address(newcomer)},
+            timeout=30,
+        )
+        assert again.status_code == 409, again.text
+        assert again.json()["error"] == "membership_change_refused"
+        before = workload.acknowledged()
+        wait_for(lambda: workload.acknowledged() > before + 40 or None, 60, "appends, 4 nodes")
+
+        leaving = next(node for node in cluster.followers() if node is not newcomer)
+        address = cluster.raft_address(leaving)
+        removed = httpx.delete(f"{newcomer.url}/v1/cluster/members/{address}", timeout=30)
+        assert removed.status_code == 200, removed.text
+        assert address not in [m["raft_address"] for m in removed.json()["members"]]
+        cluster.forget(leaving)
+        before = workload.acknowledged()
+        wait_for(lambda: workload.acknowledged() > before + 40 or None, 60, "appends, after")
+    finally:
+        workload.stop()
+    assert workload.errors == []
+    _verify(cluster, workload, contexts)
+    # After the runbook's last step (every node's --peers updated), restarts work.
+    original = next(node for node in cluster.nodes if node is not newcomer)
+    for node in [newcomer, original]:
+        cluster.update_peers(node)
+        cluster.restart(node)
+    cluster.settled()
+    for node in cluster.nodes:
+        view = cluster.view(node)
+        assert view is not None and len(view["members"]) == 3, view
+        assert address not in [m["raft_address"] for m in view["members"]]
+    _verify(cluster, workload, contexts)
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"raft_address": "no-port"}, "invalid_request"),
+        ({"raft_address": "127.0.0.1:99999"}, "invalid_request"),
+        ({"raft_address": 7}, "invalid_request"),
+        ({}, "invalid_request"),
+        ({"raft_address": "127.0.0.1:7000", "x": 1}, "unknown_field"),
+    ],
+)
+def test_bad_membership_requests_are_refused(server: ServerProcess, body: Any, code: str) -> None:
+    answer = httpx.post(f"{server.url}/v1/cluster/members", json=body)
+    assert answer.status_code == 400 and answer.json()["error"] == code, answer.text
+
+
+def test_a_single_node_has_no_members_to_change(server: ServerProcess) -> None:
+    answer = httpx.post(f"{server.url}/v1/cluster/members", json={"raft_address": "127.0.0.1:7"})
+    assert answer.status_code == 409 and answer.json()["error"] == "membership_change_refused"
+    answer = httpx.delete(f"{server.url}/v1/cluster/members/127.0.0.1:7")
+    assert answer.status_code == 409, answer.text

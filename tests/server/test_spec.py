@@ -39,7 +39,12 @@ API_KEY = "spec-test-key"
 SMALL_BODY_LIMIT = 1024
 # a running single node is always ready (tests/durability/test_data_dir.py sees these 503s
 # while a node replays its journal)
-UNTESTABLE = {("GET", "/health/ready", 503)}
+UNTESTABLE = {
+    ("GET", "/health/ready", 503),
+    # Membership changes need a cluster; their 503s are covered in tests/cluster.
+    ("POST", "/v1/cluster/members", 503),
+    ("DELETE", "/v1/cluster/members/{raft_address}", 503),
+}
 UNREPRODUCIBLE_CODES = {"tokenizer_changed"}  # a race between counting tokens and applying
 
 
@@ -52,7 +57,7 @@ def _operations() -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def _concrete(template: str, context_id: str = "ctx") -> str:
-    return template.replace("{context_id}", context_id)
+    return template.replace("{context_id}", context_id).replace("{raft_address}", "127.0.0.1:7000")
 
 
 def send(
@@ -314,6 +319,15 @@ def test_every_operation_answers_as_the_spec_says(server: ServerProcess) -> None
         cluster = ok("GET", "/v1/cluster")  # a single node is a cluster of one
         assert cluster["leader"] == cluster["node_id"] == "n1" and cluster["ready"] is True
         assert [m["leader"] for m in cluster["members"]] == [True]
+        # Membership changes need a cluster (tests/cluster exercises their 200s):
+        # a single node answers them with the documented 409.
+        member = {"raft_address": "127.0.0.1:7000"}
+        assert ok("POST", "/v1/cluster/members", 409, json=member)["error"] == (
+            "membership_change_refused"
+        )
+        assert ok("DELETE", "/v1/cluster/members/127.0.0.1:7000", 409)["error"] == (
+            "membership_change_refused"
+        )
 
     assert seen == spec_paths(), f"not exercised: {sorted(spec_paths() - seen)}"
 
@@ -369,8 +383,21 @@ def case(method: str, path: str, status: int, code: str, **kwargs: Any) -> Any:
 
 
 ERROR_CASES = [
-    # GET /v1/cluster
+    # GET /v1/cluster, and membership changes
     case("GET", "/v1/cluster", 400, "unknown_field", params={"verbose": 1}),
+    case("POST", "/v1/cluster/members", 400, "invalid_json", content=b"{"),
+    case("POST", "/v1/cluster/members", 400, "unknown_field", json={"raft_address": "a:1", "b": 1}),
+    case("POST", "/v1/cluster/members", 400, "invalid_request", json={"raft_address": "nope"}),
+    case(
+        "POST",
+        "/v1/cluster/members",
+        409,
+        "membership_change_refused",
+        json={"raft_address": "127.0.0.1:7000"},
+    ),
+    case("DELETE", "/v1/cluster/members/nope", 400, "invalid_request"),
+    case("DELETE", "/v1/cluster/members/127.0.0.1:7000", 400, "unknown_field", params={"x": 1}),
+    case("DELETE", "/v1/cluster/members/127.0.0.1:7000", 409, "membership_change_refused"),
     # PUT /v1/contexts/{id}
     case("PUT", BAD, 400, "invalid_context_id", json={"token_budget": 10}),
     case("PUT", MISSING, 400, "invalid_json", content=b"{not json"),

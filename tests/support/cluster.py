@@ -60,6 +60,50 @@ class Cluster:
             self.nodes.append(node)
         self.raft_addresses = raft
         self.paused: set[str] = set()
+        self._root = root
+        self._args = args
+        self._node_class = node_class
+        self._groups = groups
+        self._created = size
+
+    def add_node(self) -> ServerProcess:
+        """Launch one more node (not yet a member) whose --peers are the current
+        members; ``POST /v1/cluster/members`` makes it one."""
+        self._created += 1
+        name = f"n{self._created}"
+        address = f"127.0.0.1:{free_ports(self._groups)}"
+        node = self._node_class(
+            self._root / name,
+            "--node-id",
+            name,
+            "--raft-bind",
+            address,
+            "--peers",
+            ",".join(self.raft_addresses),
+            *self._args,
+        )
+        self.nodes.append(node)
+        self.raft_addresses.append(address)
+        node.launch()
+        return node
+
+    def forget(self, node: ServerProcess) -> None:
+        """Stop ``node`` and leave it out from now on (it was removed from the cluster)."""
+        node.stop()
+        index = self.nodes.index(node)
+        del self.nodes[index]
+        del self.raft_addresses[index]
+
+    def update_peers(self, node: ServerProcess) -> None:
+        """Set ``node``'s --peers to the current members (what the runbook asks of an
+        operator after a membership change), for its next start."""
+        mine = self.raft_address(node)
+        peers = ",".join(address for address in self.raft_addresses if address != mine)
+        index = node.args.index("--peers")
+        node.args[index + 1] = peers
+
+    def raft_address(self, node: ServerProcess) -> str:
+        return self.raft_addresses[self.nodes.index(node)]
 
     def _peer_address(self, raft: list[str], me: int, other: int, proxied: bool) -> str:
         """How node ``me`` names node ``other`` in its --peers.

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from ..core import DomainError
-from ..replication import ReplicationError
+from ..replication import MembershipRefused, ReplicationError
 from .startup import NotReady
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(error.status, error.code, error.message)
     except ReplicationError as error:
         return error_response(503, "unavailable", error.message, {"Retry-After": "1"})
+    except MembershipRefused as error:
+        return error_response(409, "membership_change_refused", error.message)
     except NotReady as error:
         return error_response(503, "not_ready", error.message, {"Retry-After": "1"})
     except web.HTTPRequestEntityTooLarge:

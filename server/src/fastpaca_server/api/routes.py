@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from aiohttp import web
 
@@ -337,6 +337,31 @@ async def cluster(request: web.Request) -> web.Response:
     shards = request.app[STORE].opened  # answers before the node is ready, to say why
     if shards is None:
         raise NotReady()
+    status = shards.cluster_status(config.node_id, config.http_url)
+    status["ready"] = request.app[STORE].ready
+    return web.json_response(status)
+
+
+@routes.post("/v1/cluster/members")
+async def add_member(request: web.Request) -> web.Response:
+    address = validation.member_body(await _body(request))
+    return await _change_member(request, "add", address)
+
+
+@routes.delete("/v1/cluster/members/{raft_address}")
+async def remove_member(request: web.Request) -> web.Response:
+    validation.query(request.query, {}, {})
+    address = validation.raft_address(request.match_info["raft_address"], "raft_address")
+    return await _change_member(request, "remove", address)
+
+
+async def _change_member(
+    request: web.Request, action: Literal["add", "remove"], address: str
+) -> web.Response:
+    """Add or remove a member in every Raft group, then answer the cluster view."""
+    config = request.app[CONFIG]
+    shards = request.app[STORE].get()
+    await shards.change_member(action, address)
     status = shards.cluster_status(config.node_id, config.http_url)
     status["ready"] = request.app[STORE].ready
     return web.json_response(status)

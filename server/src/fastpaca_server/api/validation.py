@@ -28,6 +28,8 @@ from ..core.models import (
     Policy,
     canonical_json,
 )
+from ..replication.cluster import split_address
+from ..replication.shards import MAX_GROUPS
 
 CONTEXT_ID = re.compile(r"[A-Za-z0-9._:-]{1,256}")
 MAX_PAGE = 1000
@@ -368,3 +370,23 @@ def query(
         low, high = allowed[name]
         result[name] = integer(int(raw), name, minimum=low, maximum=high)
     return result
+
+
+def raft_address(value: Any, name: str) -> str:
+    """A ``host:port`` Raft address (a host name, IPv4, or ``[IPv6]``; port 1-65535)."""
+    text = string(value, name, max_length=255)
+    try:
+        host, port = split_address(text)
+    except ValueError:
+        raise InvalidInput(f"'{name}' must be a host:port address, not {text!r}.") from None
+    if not host or any(c.isspace() for c in text) or port + MAX_GROUPS > 65536:
+        raise InvalidInput(f"'{name}' must be a host:port address, not {text!r}.")
+    return text
+
+
+def member_body(body: JSONObject) -> str:
+    """The Raft address of ``POST /v1/cluster/members``."""
+    _only(body, {"raft_address"}, "the body")
+    if "raft_address" not in body:
+        raise InvalidInput("'raft_address' is required.")
+    return raft_address(body["raft_address"], "raft_address")

@@ -2,7 +2,7 @@
 
 from .data_dir import DataDirectoryError, DataDirectoryInUse, DataDirectoryLock
 from .journal import DurableJournal, JournalCorrupted
-from .node import ApplyListener, ReplicatedStore, ReplicationError
+from .node import ApplyListener, MembershipRefused, ReplicatedStore, ReplicationError
 from .snapshot import SnapshotCorrupted
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "DataDirectoryLock",
     "DurableJournal",
     "JournalCorrupted",
+    "MembershipRefused",
     "ReplicatedStore",
     "ReplicationError",
     "SnapshotCorrupted",

@@ -39,6 +39,7 @@ import time
 import zlib
 from array import array
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -281,6 +282,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
             self._remember(index, bytes(payload))
         self._end = end
         self._conflict_check: int | None = None
+        self._on_drop: Callable[[list[Entry]], None] | None = None
 
     # --- pysyncobj Journal interface --------------------------------------
 
@@ -301,7 +303,10 @@ class DurableJournal(Journal):  # type: ignore[misc]
                     self._terms[check],
                     len(self._indexes) - check - 1,
                 )
+                on_drop, dropped = self._on_drop, self[check:] if self._on_drop else []
                 self.deleteEntriesFrom(check)
+                if on_drop is not None:
+                    on_drop(dropped)
         record = _encode((command, idx, term))
         self._handle.write(record)
         self._offsets.append(self._end)
@@ -316,7 +321,9 @@ class DurableJournal(Journal):  # type: ignore[misc]
     def clear(self) -> None:
         self._rewrite([])
 
-    def truncate_on_conflict_from(self, entryFrom: int) -> None:
+    def truncate_on_conflict_from(
+        self, entryFrom: int, on_drop: Callable[[list[Entry]], None] | None = None
+    ) -> None:
         """Raft's rule for a follower given entries after ``entryFrom - 1``.
 
         pysyncobj deletes every entry from ``entryFrom`` and then adds the
@@ -327,9 +334,11 @@ class DurableJournal(Journal):  # type: ignore[misc]
         instead of :meth:`deleteEntriesFrom`, this makes the :meth:`add` calls
         that follow skip entries already held (same index and term) and
         delete only at the first conflict; without a conflict nothing is
-        deleted.
+        deleted. ``on_drop`` is given the entries a conflict deletes, after
+        the deletion (membership changes among them are undone by the caller).
         """
         self._conflict_check = entryFrom if entryFrom < len(self._indexes) else None
+        self._on_drop = on_drop
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
         self._conflict_check = None

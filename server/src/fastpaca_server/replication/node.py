@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import attrs
 import pysyncobj.syncobj
@@ -60,6 +60,8 @@ MAX_GROUP_CHARS = 4 * 1024 * 1024
 may be larger on its own: up to the largest request body)."""
 LEADER_FALLBACK_SECONDS = 5.0
 APPEND_ENTRIES_BYTES = 64 * 1024 * 1024
+MEMBERSHIP_TIMEOUT_SECONDS = 30.0
+"""A membership change waits at least this long (it may wait for a pending one)."""
 _UNKNOWN_WRITE = (
     "The write was not confirmed: retry it with the same idempotency key, which is safe "
     "whether or not it was stored"
@@ -67,6 +69,9 @@ _UNKNOWN_WRITE = (
 _NO_BARRIER = (
     "The node could not confirm that it is up to date with the cluster (no leader, or no "
     "majority reachable); retry"
+)
+_UNKNOWN_CHANGE = (
+    "The membership change was not confirmed; GET /v1/cluster shows whether it happened"
 )
 _FAIL_REASONS = {
     FAIL_REASON.QUEUE_FULL: "the Raft queue is full",
@@ -100,6 +105,14 @@ class _NoFalseTruncationAlarm(logging.Filter):
 
 
 logging.getLogger("pysyncobj.syncobj").addFilter(_NoFalseTruncationAlarm())
+
+
+class MembershipRefused(Exception):
+    """The leader refused a membership change (HTTP 409 ``membership_change_refused``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class ReplicationError(Exception):
@@ -161,11 +174,42 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
     def _SyncObj__deleteEntriesFrom(self, fromIDx: int) -> None:
         """A follower given entries after ``fromIDx - 1``: delete only from the
         first conflicting one (Raft §5.3), not everything after (see
-        :meth:`.journal.DurableJournal.truncate_on_conflict_from`)."""
+        :meth:`.journal.DurableJournal.truncate_on_conflict_from`).
+
+        With dynamic membership, pysyncobj has just undone the membership
+        changes of every entry from ``fromIDx`` on, expecting to delete them
+        all. Entries that stay keep their changes, so they are applied again
+        here, and the journal undoes the changes of the entries a conflict
+        really deletes.
+        """
         journal = self._SyncObj__raftLog
         position = fromIDx - journal[0][1]
-        if position >= 0:
+        if position < 0:
+            return
+        if not self._SyncObj__conf.dynamicMembershipChange:
             journal.truncate_on_conflict_from(position)
+            return
+        for entry in journal[position:]:
+            self._change_membership(entry, reverse=False)
+        journal.truncate_on_conflict_from(position, on_drop=self._undo_membership)
+
+    def _change_membership(self, entry: tuple[bytes, int, int], *, reverse: bool) -> None:
+        request = self._SyncObj__parseChangeClusterRequest(entry[0])
+        if request is not None:
+            self._SyncObj__doChangeCluster(request, reverse=reverse)
+
+    def _undo_membership(self, dropped: list[tuple[bytes, int, int]]) -> None:
+        for entry in reversed(dropped):
+            self._change_membership(entry, reverse=True)
+
+    def members(self) -> list[str]:
+        """Raft addresses of the other members, as this node knows them now."""
+        for _ in range(10):  # the Raft thread may change the set while it is copied
+            try:
+                return sorted(node.address for node in self._SyncObj__otherNodes)
+            except RuntimeError:
+                continue
+        return []
 
     def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:
         """pysyncobj's dump loading, fixed to keep entries after the snapshot point."""
@@ -180,6 +224,9 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
                 journal.add(*last_entry)
             elif position > 0:
                 journal.deleteEntriesTo(position)
+            if self._SyncObj__conf.dynamicMembershipChange and len(data) > 3:
+                own = self._SyncObj__selfNode
+                self._SyncObj__updateClusterConfiguration([n for n in data[3] if n != own])
             self._SyncObj__raftLastApplied = last_entry[1]
             if self._SyncObj__raftCommitIndex < last_entry[1]:
                 self._SyncObj__raftCommitIndex = last_entry[1]
@@ -298,7 +345,9 @@ class ReplicatedStore:
             logCompactionMinTime=log_compaction_seconds,
             logCompactionSplit=False,
             appendEntriesUseBatch=False,
-            dynamicMembershipChange=False,
+            # Members can be added and removed while the cluster runs (never on
+            # a single node, whose one-member group has no transport).
+            dynamicMembershipChange=cluster is not None,
             onReady=self._on_ready,
             password=cluster.secret if cluster is not None else None,
             # A leader cut off from its followers stops acting as leader after
@@ -431,6 +480,40 @@ class ReplicatedStore:
         """Replicate this node's id and addresses (see :class:`~..core.PutMember`)."""
         await self._propose(converter.unstructure(member), _UNKNOWN_WRITE)
 
+    async def change_member(self, action: Literal["add", "remove"], address: str) -> None:
+        """Add or remove the member at Raft ``address`` through the log (any node may
+        ask; the leader commits it). Raises :class:`MembershipRefused` when the
+        leader refuses (already a member, not one, or another change still
+        pending) and :class:`ReplicationError` when it is not confirmed."""
+        if self.cluster is None:
+            raise MembershipRefused(
+                "A single node has no members to change: start it with --peers."
+            )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def on_done(result: Any, error: Any) -> None:
+            settle_all_from_thread(loop, [(future, result, error)])
+
+        node = self._node
+        change = node.addNodeToCluster if action == "add" else node.removeNodeFromCluster
+        change(address, callback=on_done)
+        try:
+            _, error = await asyncio.wait_for(
+                future, max(self.submit_timeout, MEMBERSHIP_TIMEOUT_SECONDS)
+            )
+        except TimeoutError:
+            raise ReplicationError(f"{_UNKNOWN_CHANGE} (not confirmed in time).") from None
+        if error == FAIL_REASON.REQUEST_DENIED:
+            raise MembershipRefused(
+                f"The leader refused to {action} {address}: it is "
+                f"{'already' if action == 'add' else 'not'} a member, or another membership "
+                "change is still being committed."
+            )
+        if error != FAIL_REASON.SUCCESS:
+            reason = _FAIL_REASONS.get(error, f"raft failure {error}")
+            raise ReplicationError(f"{_UNKNOWN_CHANGE} ({reason}).")
+
     async def _propose(self, item: Any, failure: str) -> tuple[Any, DomainError | None]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -477,6 +560,10 @@ class ReplicatedStore:
 
     # --- the cluster ---------------------------------------------------------
 
+    def members(self) -> list[str]:
+        """Raft addresses of the other members of this group now (``[]`` on a single node)."""
+        return self._node.members() if self.cluster is not None else []
+
     def raft_view(self) -> RaftView:
         """What this node's Raft engine knows right now (for ``GET /v1/cluster``)."""
         node = self._node
@@ -487,7 +574,7 @@ class ReplicatedStore:
         else:
             leader = node._getLeader()
             leader_address = getattr(leader, "address", None) if leader is not None else None
-            connected = {peer: bool(node.isNodeConnected(TCPNode(peer))) for peer in cluster.peers}
+            connected = {peer: bool(node.isNodeConnected(TCPNode(peer))) for peer in node.members()}
         with self._lock:
             members = dict(self._machine.members)
         return RaftView(

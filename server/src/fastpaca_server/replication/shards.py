@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -112,6 +112,12 @@ class Shards:
         for store in self.stores:
             store.close()
 
+    async def change_member(self, action: Literal["add", "remove"], address: str) -> None:
+        """Add or remove the node whose group-0 Raft address is ``address``, in every
+        group (group g at the address's port + g), one group after the other."""
+        for group, store in enumerate(self.stores):
+            await store.change_member(action, shifted(address, group))
+
     def cluster_status(self, node_id: str, http_url: str) -> dict[str, Any]:
         """This node's view of the cluster (``GET /v1/cluster``).
 
@@ -136,7 +142,7 @@ class Shards:
             record = by_address.get(base)
             return record.node_id if record else None
 
-        addresses = [None] if cluster is None else [cluster.raft_bind, *cluster.peers]
+        addresses = [None] if cluster is None else [cluster.raft_bind, *self.first.members()]
         members = []
         for address in addresses:
             own = address is None or address == addresses[0]
