@@ -64,6 +64,7 @@ ErrorCode = Literal[
     "idempotency_key_reused",
     "tokenizer_immutable",
     "budget_below_pinned",
+    "membership_change_refused",
     "tokenizer_changed",
     "body_too_large",
     "internal_error",
