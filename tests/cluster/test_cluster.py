@@ -10,6 +10,7 @@ state as every other node.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.durability.helpers import AppendWorkload, capture_state, check_history
+from tests.durability.helpers import AppendWorkload, VariantServer, capture_state, check_history
+from tests.durability.mutations import PAUSE_MARK
 from tests.support.cluster import Cluster, wait_for
 from tests.support.server import ServerProcess, free_port
 
@@ -210,12 +212,31 @@ def test_large_messages_replicate_through_a_follower(cluster: Cluster) -> None:
         assert tail[-1]["parts"][0]["text"] == text, cluster.name(node)
 
 
-def test_pause_a_follower_kill_the_leader_swap_the_paused_one(cluster: Cluster) -> None:
+@pytest.fixture
+def pausing_compactions(tmp_path: Path) -> Iterator[Cluster]:
+    """Nodes that announce each log compaction and pause 0.5 s inside it (the
+    snapshot written, the journal not yet compacted), so a kill can land there."""
+    nodes = Cluster(
+        tmp_path,
+        3,
+        "--log-compaction-entries",
+        "50",
+        "--submit-timeout",
+        "3",
+        node_class=functools.partial(VariantServer, patches=["slow-compaction"]),
+    ).start()
+    yield nodes
+    nodes.stop()
+
+
+def test_pause_a_follower_kill_the_leader_swap_the_paused_one(
+    pausing_compactions: Cluster,
+) -> None:
     """The sequence that lost acknowledged writes with pysyncobj as shipped: a
-    follower paused (SIGSTOP), the leader killed while it compacts its log
-    (every 50 entries here), then the other follower paused instead and the
-    old leader restarted; at the end every node holds every acknowledged
-    append once."""
+    follower paused (SIGSTOP), the leader killed while it compacts its log,
+    then the other follower paused instead and the old leader restarted; at
+    the end every node holds every acknowledged append once."""
+    cluster = pausing_compactions
     contexts = [f"swap-{n}" for n in range(3)]
     for context_id in contexts:
         created = httpx.put(
@@ -230,7 +251,13 @@ def test_pause_a_follower_kill_the_leader_swap_the_paused_one(cluster: Cluster) 
         cluster.pause(first)
         before = workload.acknowledged()
         wait_for(lambda: workload.acknowledged() > before + 60 or None, 60, "appends, one paused")
-        cluster.kill9(leader)
+        compactions = leader.output().count(PAUSE_MARK)
+        wait_for(
+            lambda: leader.output().count(PAUSE_MARK) > compactions or None,
+            60,
+            "the leader to start compacting its log",
+        )
+        cluster.kill9(leader)  # inside the compaction's pause
         cluster.resume(first)
         cluster.pause(second)
         leader.start(60)  # the old leader and the first follower: a majority again

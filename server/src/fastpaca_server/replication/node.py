@@ -484,7 +484,14 @@ class ReplicatedStore:
         """Add or remove the member at Raft ``address`` through the log (any node may
         ask; the leader commits it). Raises :class:`MembershipRefused` when the
         leader refuses (already a member, not one, or another change still
-        pending) and :class:`ReplicationError` when it is not confirmed."""
+        pending) and :class:`ReplicationError` when it is not confirmed.
+
+        pysyncobj's callback for a change asked on a follower does not always
+        fire, so the change also counts as done once this node's member set
+        shows it and a read barrier committed after it (log matching: the
+        change, earlier in the same log, is then committed too) still finds it
+        there.
+        """
         if self.cluster is None:
             raise MembershipRefused(
                 "A single node has no members to change: start it with --peers."
@@ -495,24 +502,38 @@ class ReplicatedStore:
         def on_done(result: Any, error: Any) -> None:
             settle_all_from_thread(loop, [(future, result, error)])
 
+        def visible() -> bool:
+            return (address in self.members()) == (action == "add")
+
+        own = address == self.cluster.raft_bind
+        unchanged = (own or visible()) if action == "add" else (not own and visible())
+        if unchanged:
+            raise MembershipRefused(
+                f"{address} is {'already' if action == 'add' else 'not'} a member of the cluster."
+            )
         node = self._node
         change = node.addNodeToCluster if action == "add" else node.removeNodeFromCluster
         change(address, callback=on_done)
-        try:
-            _, error = await asyncio.wait_for(
-                future, max(self.submit_timeout, MEMBERSHIP_TIMEOUT_SECONDS)
-            )
-        except TimeoutError:
-            raise ReplicationError(f"{_UNKNOWN_CHANGE} (not confirmed in time).") from None
-        if error == FAIL_REASON.REQUEST_DENIED:
-            raise MembershipRefused(
-                f"The leader refused to {action} {address}: it is "
-                f"{'already' if action == 'add' else 'not'} a member, or another membership "
-                "change is still being committed."
-            )
-        if error != FAIL_REASON.SUCCESS:
-            reason = _FAIL_REASONS.get(error, f"raft failure {error}")
-            raise ReplicationError(f"{_UNKNOWN_CHANGE} ({reason}).")
+        deadline = loop.time() + max(self.submit_timeout, MEMBERSHIP_TIMEOUT_SECONDS)
+        while loop.time() < deadline:
+            if future.done():
+                _, error = future.result()
+                if error == FAIL_REASON.SUCCESS:
+                    return
+                if error == FAIL_REASON.REQUEST_DENIED:
+                    raise MembershipRefused(
+                        f"The leader refused to {action} {address}: it is "
+                        f"{'already' if action == 'add' else 'not'} a member, or another "
+                        "membership change is still being committed."
+                    )
+                reason = _FAIL_REASONS.get(error, f"raft failure {error}")
+                raise ReplicationError(f"{_UNKNOWN_CHANGE} ({reason}).")
+            if visible():
+                await self.sync()
+                if visible():
+                    return
+            await asyncio.sleep(0.05)
+        raise ReplicationError(f"{_UNKNOWN_CHANGE} (not confirmed in time).")
 
     async def _propose(self, item: Any, failure: str) -> tuple[Any, DomainError | None]:
         loop = asyncio.get_running_loop()
