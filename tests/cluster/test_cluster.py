@@ -11,6 +11,7 @@ state as every other node.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -482,3 +483,29 @@ def test_a_single_node_has_no_members_to_change(server: ServerProcess) -> None:
     assert answer.status_code == 409 and answer.json()["error"] == "membership_change_refused"
     answer = httpx.delete(f"{server.url}/v1/cluster/members/127.0.0.1:7")
     assert answer.status_code == 409, answer.text
+
+
+def test_a_follower_serves_the_live_feed_of_writes_made_elsewhere(cluster: Cluster) -> None:
+    """Followers apply the same commands in the same order, so their event feed
+    carries the same versions as the leader's; a tombstone ends it everywhere."""
+    leader = cluster.leader()
+    follower = next(node for node in cluster.nodes if node is not leader)
+    base = "/v1/contexts/feed"
+    assert httpx.put(f"{leader.url}{base}", json={"token_budget": 1000}).status_code == 200
+    for number in range(3):
+        answer = httpx.post(f"{leader.url}{base}/messages", json={"message": _text(f"e{number}")})
+        assert answer.status_code == 201, answer.text
+    assert httpx.delete(f"{leader.url}{base}").status_code == 200
+    feeds = []
+    for node in (follower, leader):
+        response = httpx.get(f"{node.url}{base}/events", params={"cursor": 0}, timeout=30)
+        assert response.status_code == 200, response.text
+        events = []
+        for block in response.text.split("\n\n"):
+            fields = dict(line.split(": ", 1) for line in block.splitlines() if line[:1] != ":")
+            if "data" in fields:
+                events.append(json.loads(fields["data"]))
+        feeds.append([(e["type"], e["version"], e.get("seq")) for e in events])
+    assert feeds[0] == feeds[1]
+    assert [seq for kind, _, seq in feeds[0] if kind == "message"] == [1, 2, 3]
+    assert feeds[0][-1][0] == "tombstoned"

@@ -256,6 +256,7 @@ async def _subscribed(
 async def stream(request: web.Request) -> web.StreamResponse:
     """The context's events over a websocket: replay after ``cursor``, then live."""
     context_id, cursor, include_messages = _feed_request(request, last_event_id=False)
+    await _store(request, context_id).sync()  # a feed starts after every acknowledged write
     _tombstoned_at(_store(request, context_id), context_id)  # 404 before anything is upgraded
     websocket = web.WebSocketResponse(
         autoping=False, compress=False, max_msg_size=MAX_CLIENT_MESSAGE, timeout=CLOSE_GRACE
@@ -354,6 +355,7 @@ def _sse(entry: VersionEvents, include_messages: bool) -> bytes:
 async def events(request: web.Request) -> web.StreamResponse:
     """The context's events as Server-Sent Events: replay after the cursor, then live."""
     context_id, cursor, include_messages = _feed_request(request, last_event_id=True)
+    await _store(request, context_id).sync()  # a feed starts after every acknowledged write
     _tombstoned_at(_store(request, context_id), context_id)  # 404 before the stream starts
     headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     if request.method == "HEAD":
