@@ -90,6 +90,8 @@ def config(
 ) -> ContextConfig:
     if strategy == "manual":
         policy = Policy(strategy="manual", config={})
+    elif strategy == "budget":
+        policy = Policy(strategy="budget", config={"target_ratio": 0.5, **options})
     else:
         policy = Policy(strategy=strategy, config={"limit": 200, **options})
     return ContextConfig(

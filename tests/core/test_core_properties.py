@@ -167,6 +167,10 @@ policies = st.one_of(
             unique=True,
         ),
     ),
+    st.builds(
+        lambda ratio: Policy("budget", {"target_ratio": ratio}),
+        st.sampled_from([0.1, 0.3, 0.5, 0.9, 1.0]),
+    ),
     st.just(Policy("manual", {})),
 )
 

@@ -630,3 +630,45 @@ def test_a_message_that_keeps_content_keeps_its_step_markers() -> None:
     kept = strip_parts(window_of(text("u1"), step, text("u2")), ["reasoning"], keep_from=2)
     assert [p["type"] for p in kept[1].parts] == ["step-start", "text"]
     assert kept[1].token_count == step.token_count - 9
+
+
+# --- budget -----------------------------------------------------------------------------
+
+
+def test_budget_trims_a_triggered_window_to_its_target_ratio() -> None:
+    """10 tokens a message (5 + overhead), budget 200, trigger 0.7 (140): the 15th
+    message crosses the trigger and the window drops to half the budget (100)."""
+    machine = machine_with(config(token_budget=200, strategy="budget", target_ratio=0.5))
+    for number in range(14):
+        append(machine, text(f"m{number}", tokens=6))
+    assert len(machine.get("c").window) == 14  # 140 tokens: at the trigger, not over it
+    result = append(machine, text("m14", tokens=6))
+    context = machine.get("c")
+    assert ids(context.window) == [f"m{n}" for n in range(5, 15)]
+    assert result.used_tokens == context.used_tokens == 100
+    assert result.needs_compaction is False
+    assert len(context.log) == 15  # the log keeps everything
+
+
+def test_budget_has_no_message_limit_and_keeps_pins_and_pairs() -> None:
+    machine = machine_with(config(token_budget=10_000, strategy="budget", target_ratio=0.2))
+    append(machine, text("sys", "system", tokens=96))
+    for number in range(300):  # far beyond last_n's default of 200 messages
+        append(machine, text(f"m{number}", tokens=1))
+    assert len(machine.get("c").window) == 301
+    append(machine, tool_call("call", "t1", tokens=46), tool_result("result", "t1", tokens=46))
+    append(machine, text("big", tokens=6_500))  # crosses the trigger (7,000)
+    context = machine.get("c")
+    assert context.used_tokens <= 2_000 + 6_504  # the newest unit stays, pins stay
+    assert ids(context.window)[0] == "sys"
+    kept = ids(context.window)
+    assert ("call" in kept) == ("result" in kept)
+    assert kept[-1] == "big"
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.5, 1.0])
+def test_budget_never_leaves_a_window_over_the_budget(ratio: float) -> None:
+    machine = machine_with(config(token_budget=100, strategy="budget", target_ratio=ratio))
+    for number in range(40):
+        append(machine, text(f"m{number}", tokens=number % 7 + 1))
+        assert machine.get("c").used_tokens <= 100

@@ -171,7 +171,9 @@ def test_spec_bounds_are_the_servers_constants() -> None:
     assert schemas["Tokenizer"]["enum"] == list(models.TOKENIZERS)
     strategies = [v["properties"]["strategy"]["const"] for v in schemas["Policy"]["oneOf"]]
     assert strategies == list(models.STRATEGIES)
-    last_n, skip_parts, _ = schemas["PolicyInput"]["oneOf"]
+    last_n, skip_parts, budget, _ = schemas["PolicyInput"]["oneOf"]
+    target = budget["properties"]["config"]["properties"]["target_ratio"]
+    assert target["default"] == models.DEFAULT_TARGET_RATIO
     limit = last_n["properties"]["config"]["properties"]["limit"]
     assert (limit["maximum"], limit["default"]) == (
         models.MAX_POLICY_LIMIT,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -92,12 +93,14 @@ def test_last_n_never_holds_more_than_limit_messages(api: Api) -> None:
 # --- the hard budget ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("strategy", ["last_n", "skip_parts"])
+@pytest.mark.parametrize("strategy", ["last_n", "skip_parts", "budget"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_appends_never_exceed_the_budget(api: Api, strategy: str, seed: int) -> None:
     rng = random.Random(seed)
     budget = rng.choice([60, 150, 400])
-    policy = {"strategy": strategy, "config": {"limit": rng.choice([5, 50])}}
+    policy: dict[str, object] = {"strategy": strategy, "config": {"limit": rng.choice([5, 50])}}
+    if strategy == "budget":
+        policy = {"strategy": "budget", "config": {"target_ratio": rng.choice([0.2, 0.5, 1.0])}}
     ratio = rng.choice([0.3, 0.7, 1.0])
     context_id = api.create(token_budget=budget, trigger_ratio=ratio, policy=policy)["id"]
     api.append(context_id, text_message("You are terse.", "system"))
@@ -448,3 +451,26 @@ def test_budget_tokens_trims_only_the_returned_window(api: Api) -> None:
 
     response = api.get(f"/v1/contexts/{context_id}/context", params={"budget_tokens": 29})
     assert_error(response, 400, "budget_too_small")
+
+
+def test_the_budget_policy_trims_to_its_target_ratio(api: Api) -> None:
+    policy = {"strategy": "budget", "config": {"target_ratio": 0.4}}
+    context = api.create(token_budget=300, trigger_ratio=0.8, policy=policy)
+    assert context["policy"] == {"strategy": "budget", "config": {"target_ratio": 0.4}}
+    defaulted = api.create(token_budget=300, policy={"strategy": "budget"})
+    assert defaulted["policy"]["config"] == {"target_ratio": 0.5}
+    context_id = context["id"]
+    used = []
+    for step in range(60):
+        answer = api.append(context_id, text_message(f"message number {step} " * 3))
+        used.append(answer["used_tokens"])
+        assert answer["used_tokens"] <= 300
+    crossings = [b for a, b in itertools.pairwise(used) if b < a]
+    assert crossings and all(tokens <= 120 for tokens in crossings)  # 0.4 of 300
+    assert max(used) <= 240  # never past the trigger (0.8 of 300) after an append
+    for bad in ({"target_ratio": 0}, {"target_ratio": 1.5}, {"target_ratio": "x"}, {"limit": 3}):
+        response = api.put(
+            f"/v1/contexts/{context_id}",
+            json={"token_budget": 300, "policy": {"strategy": "budget", "config": bad}},
+        )
+        assert response.status_code == 400, response.text

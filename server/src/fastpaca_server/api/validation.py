@@ -17,6 +17,7 @@ from ..core import InvalidInput
 from ..core.models import (
     DEFAULT_LAST_N_LIMIT,
     DEFAULT_SKIP_KINDS,
+    DEFAULT_TARGET_RATIO,
     DEFAULT_TRIGGER_RATIO,
     MAX_METADATA_BYTES,
     MAX_POLICY_LIMIT,
@@ -166,25 +167,30 @@ def context_config(body: JSONObject) -> tuple[ContextConfig, JSONObject | None]:
     if "token_budget" not in body:
         raise InvalidInput("'token_budget' is required.")
     budget = integer(body["token_budget"], "token_budget", minimum=1, maximum=MAX_TOKEN_BUDGET)
-    ratio = body.get("trigger_ratio", DEFAULT_TRIGGER_RATIO)
-    if (
-        not isinstance(ratio, int | float)
-        or isinstance(ratio, bool)
-        or not math.isfinite(ratio)
-        or not 0 < ratio <= 1
-    ):
-        raise InvalidInput("'trigger_ratio' must be a number in (0, 1].")
+    ratio = _ratio(body.get("trigger_ratio", DEFAULT_TRIGGER_RATIO), "trigger_ratio")
     tokenizer = body.get("tokenizer", "o200k_base")
     if tokenizer not in TOKENIZERS:
         raise InvalidInput(f"'tokenizer' must be one of {', '.join(TOKENIZERS)}.")
     config = ContextConfig(
         token_budget=budget,
-        trigger_ratio=float(ratio),
+        trigger_ratio=ratio,
         policy=policy(body.get("policy", {"strategy": "last_n"})),
         tokenizer=tokenizer,
     )
     meta = metadata(body["metadata"]) if "metadata" in body else None
     return config, meta
+
+
+def _ratio(value: Any, name: str) -> float:
+    """A number in (0, 1]."""
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or not 0 < value <= 1
+    ):
+        raise InvalidInput(f"'{name}' must be a number in (0, 1].")
+    return float(value)
 
 
 def policy(value: Any) -> Policy:
@@ -197,6 +203,12 @@ def policy(value: Any) -> Policy:
     if strategy == "manual":
         _only(options, set(), "'policy.config' of the manual strategy")
         return Policy(strategy="manual", config={})
+    if strategy == "budget":
+        _only(options, {"target_ratio"}, "'policy.config' of the budget strategy")
+        target = _ratio(
+            options.get("target_ratio", DEFAULT_TARGET_RATIO), "policy.config.target_ratio"
+        )
+        return Policy(strategy="budget", config={"target_ratio": target})
     allowed = {"limit"} if strategy == "last_n" else {"limit", "skip_kinds"}
     _only(options, allowed, f"'policy.config' of the {strategy} strategy")
     config: JSONObject = {

@@ -360,7 +360,7 @@ def apply_policy(live: LiveWindow, config: ContextConfig, turn_seq: int | None) 
     if strategy == "skip_parts":
         live.strip_older_turns(options.get("skip_kinds", list(DEFAULT_SKIP_KINDS)), turn_seq)
     limit = rules.message_limit(config)
-    target = rules.trigger_tokens(config)
+    target = rules.target_tokens(config)
     if live.tokens <= target:
         target = config.token_budget  # only over the message limit
     live.trim(max_tokens=target, max_messages=limit, keep_newest=True)

@@ -42,9 +42,11 @@ def content_digest(role: str, parts: list[JSONObject], metadata: JSONObject | No
     return hashlib.sha256(canonical_json(content)).hexdigest()
 
 
-STRATEGIES = ("last_n", "skip_parts", "manual")
+STRATEGIES = ("last_n", "skip_parts", "budget", "manual")
 TOKENIZERS = ("o200k_base", "cl100k_base")
 DEFAULT_TRIGGER_RATIO = 0.7
+DEFAULT_TARGET_RATIO = 0.5
+"""``budget``: the share of the token budget a triggered window is trimmed down to."""
 DEFAULT_LAST_N_LIMIT = 200
 DEFAULT_SKIP_KINDS = ("tool", "dynamic-tool", "reasoning")
 MAX_TOKEN_BUDGET = 10_000_000

@@ -16,7 +16,14 @@ from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
-from .models import DEFAULT_LAST_N_LIMIT, DEFAULT_SKIP_KINDS, ContextConfig, JSONObject, Message
+from .models import (
+    DEFAULT_LAST_N_LIMIT,
+    DEFAULT_SKIP_KINDS,
+    DEFAULT_TARGET_RATIO,
+    ContextConfig,
+    JSONObject,
+    Message,
+)
 
 TOOL_CALL = "tool_call"
 TOOL_RESULT = "tool_result"
@@ -263,15 +270,24 @@ def current_turn_start(window: Sequence[Message], turn_seq: int | None = None) -
 
 
 def message_limit(config: ContextConfig) -> int | None:
-    """The most messages a window may hold (``None`` for manual)."""
-    if config.policy.strategy == "manual":
+    """The most messages a window may hold (``None``: no limit, for manual and budget)."""
+    if config.policy.strategy in ("manual", "budget"):
         return None
     return int(config.policy.config.get("limit", DEFAULT_LAST_N_LIMIT))
 
 
 def trigger_tokens(config: ContextConfig) -> int:
-    """Window size at which the policy runs, and down to which it trims."""
+    """Window size at which the policy runs."""
     return int(config.trigger_ratio * config.token_budget)
+
+
+def target_tokens(config: ContextConfig) -> int:
+    """Window size a triggered policy trims down to: ``target_ratio`` of the budget
+    for ``budget``, the trigger for the others."""
+    if config.policy.strategy == "budget":
+        ratio = float(config.policy.config.get("target_ratio", DEFAULT_TARGET_RATIO))
+        return int(ratio * config.token_budget)
+    return trigger_tokens(config)
 
 
 def apply_policy(
@@ -283,6 +299,9 @@ def apply_policy(
     which leaves headroom for the model's answer and means the policy runs
     again only after the window has grown past the trigger once more; a
     window that is over its message limit only is trimmed to the limit.
+    ``budget`` has no message limit and trims to ``target_ratio *
+    token_budget`` instead (default 0.5: fewer, larger compactions, so the
+    prompt prefix stays the same, and cached, for longer).
     """
     strategy, options = config.policy.strategy, config.policy.config
     if strategy == "manual":
@@ -291,7 +310,7 @@ def apply_policy(
         kinds = options.get("skip_kinds", list(DEFAULT_SKIP_KINDS))
         window = strip_parts(window, kinds, current_turn_start(window, turn_seq))
     limit = message_limit(config)
-    target = trigger_tokens(config)  # trigger_ratio <= 1, so never above the budget
+    target = target_tokens(config)  # both ratios are <= 1, so never above the budget
     if window_tokens(window) <= target:
         target = config.token_budget  # only over the message limit
     trimmed = trim(window, max_tokens=target, max_messages=limit, keep_newest=True)
