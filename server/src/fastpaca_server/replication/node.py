@@ -529,9 +529,10 @@ class ReplicatedStore:
                 reason = _FAIL_REASONS.get(error, f"raft failure {error}")
                 raise ReplicationError(f"{_UNKNOWN_CHANGE} ({reason}).")
             if visible():
-                await self.sync()
-                if visible():
-                    return
+                with contextlib.suppress(ReplicationError):  # a slow barrier: try again
+                    await self.sync()
+                    if visible():
+                        return
             await asyncio.sleep(0.05)
         raise ReplicationError(f"{_UNKNOWN_CHANGE} (not confirmed in time).")
 
