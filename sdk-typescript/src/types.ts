@@ -35,7 +35,7 @@ export interface MessagePage {
 export type AppendResult = Schemas['AppendResult'];
 /** The answer to `compact`. */
 export type CompactResult = Schemas['CompactResult'];
-/** A window policy to set: `last_n`, `skip_parts`, `budget` or `manual`, with its config. */
+/** A window policy to set: `last_n`, `skip_parts`, `budget`, `time_window` or `manual`, with its config. */
 export type Policy = Schemas['PolicyInput'];
 /** A window policy as stored, every default filled in. */
 export type StoredPolicy = Schemas['Policy'];

@@ -92,6 +92,8 @@ def config(
         policy = Policy(strategy="manual", config={})
     elif strategy == "budget":
         policy = Policy(strategy="budget", config={"target_ratio": 0.5, **options})
+    elif strategy == "time_window":
+        policy = Policy(strategy="time_window", config=dict(options))
     else:
         policy = Policy(strategy=strategy, config={"limit": 200, **options})
     return ContextConfig(

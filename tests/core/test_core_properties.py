@@ -167,6 +167,7 @@ policies = st.one_of(
             unique=True,
         ),
     ),
+    st.builds(lambda age: Policy("time_window", {"max_age_seconds": age}), st.integers(1, 12)),
     st.builds(
         lambda ratio: Policy("budget", {"target_ratio": ratio}),
         st.sampled_from([0.1, 0.3, 0.5, 0.9, 1.0]),
@@ -268,11 +269,12 @@ one_command = weighted(
 
 
 def _resolve(first: PutContext, drawn: list[Command | Retry]) -> list[Command]:
-    """Number the commands (``at`` = position) and turn retries into real commands."""
+    """Time the commands (``at`` = one second per position, so that time_window's
+    ages of seconds expire messages) and turn retries into real commands."""
     commands: list[Command] = [first]
     keyed: list[AppendMessages | Compact] = []
     for item in drawn:
-        at = len(commands)
+        at = len(commands) * 1000
         if isinstance(item, Retry):
             if not keyed:
                 continue
@@ -604,24 +606,30 @@ class BatchWindow:
             message = stripped
         self.window.append(message)
 
-    def maintain(self, *, force: bool) -> None:
+    def maintain(self, *, force: bool, at: int) -> None:
         """Orphans go first (they never count towards the trigger), then the policy
-        runs if the window is over its trigger or its message limit."""
+        runs if the window is over its trigger or its message limit, or (time_window)
+        holds an expired unit."""
         config = self.config
         manual = config.policy.strategy == "manual"
-        if not manual and (force or self._over(config)):
+        if not manual and (force or self._over(config, at)):
             self.window = windows.strip_orphan_results(self.window)
-        if self._over(config):
+        if self._over(config, at):
             self.window, self.needs_compaction = windows.apply_policy(
-                self.window, config, self.last_user_seq
+                self.window, config, self.last_user_seq, at
             )
         else:
             self.needs_compaction = False
 
-    def _over(self, config: ContextConfig) -> bool:
+    def _over(self, config: ContextConfig, at: int) -> bool:
         limit = windows.message_limit(config)
         over_limit = limit is not None and windows.unpinned_count(self.window) > limit
-        return windows.window_tokens(self.window) > windows.trigger_tokens(config) or over_limit
+        cutoff = windows.expiry_cutoff(config, at)
+        expired = cutoff is not None and len(windows.drop_expired(self.window, cutoff)) < len(
+            self.window
+        )
+        over = windows.window_tokens(self.window) > windows.trigger_tokens(config)
+        return over or over_limit or expired
 
 
 @PROPERTY_SETTINGS
@@ -645,7 +653,7 @@ def test_the_live_window_is_the_window_the_rules_compute(commands: list[Command]
                 batches[command.context_id] = BatchWindow(command.config)
                 continue
             batch.config = command.config
-            batch.maintain(force=True)
+            batch.maintain(force=True, at=command.at)
         elif isinstance(command, AppendMessages):
             assert batch is not None
             appended = context.log[-len(command.messages) :]
@@ -653,7 +661,7 @@ def test_the_live_window_is_the_window_the_rules_compute(commands: list[Command]
                 batch.add(message)
                 if message.role == "user":
                     batch.last_user_seq = message.seq
-            batch.maintain(force=any(windows.tool_result_ids(m) for m in appended))
+            batch.maintain(force=any(windows.tool_result_ids(m) for m in appended), at=command.at)
         elif isinstance(command, Compact):
             assert batch is not None
             batch.window = list(context.window)

@@ -672,3 +672,34 @@ def test_budget_never_leaves_a_window_over_the_budget(ratio: float) -> None:
     for number in range(40):
         append(machine, text(f"m{number}", tokens=number % 7 + 1))
         assert machine.get("c").used_tokens <= 100
+
+
+# --- time_window ---------------------------------------------------------------------
+
+
+def test_time_window_drops_messages_older_than_max_age_at_each_write() -> None:
+    """The time comes from the command (``at``, ms), never from a clock."""
+    machine = machine_with(config(strategy="time_window", max_age_seconds=10))
+    append(machine, text("sys", "system"), at=0)
+    append(machine, text("old"), at=1_000)
+    append(machine, tool_call("call", "t1"), tool_result("result", "t1"), at=2_000)
+    append(machine, text("recent"), at=9_000)
+    assert ids(machine.get("c").window) == ["sys", "old", "call", "result", "recent"]
+    append(machine, text("now"), at=11_500)  # cutoff 1,500: "old" (1,000) expires
+    assert ids(machine.get("c").window) == ["sys", "call", "result", "recent", "now"]
+    append(machine, text("later"), at=12_500)  # cutoff 2,500: the call and its result go
+    context = machine.get("c")
+    assert ids(context.window) == ["sys", "recent", "now", "later"]
+    assert context.used_tokens == sum(m.token_count for m in context.window)
+    assert len(context.log) == 7  # the log keeps everything
+    append(machine, text("much later"), at=100_000)  # the newest message always stays
+    assert ids(machine.get("c").window) == ["sys", "much later"]
+
+
+def test_time_window_keeps_the_budget_like_last_n() -> None:
+    machine = machine_with(
+        config(token_budget=100, strategy="time_window", trigger_ratio=0.5, max_age_seconds=3600)
+    )
+    for number in range(30):
+        append(machine, text(f"m{number}", tokens=6), at=number)
+        assert machine.get("c").used_tokens <= 50

@@ -171,9 +171,11 @@ def test_spec_bounds_are_the_servers_constants() -> None:
     assert schemas["Tokenizer"]["enum"] == list(models.TOKENIZERS)
     strategies = [v["properties"]["strategy"]["const"] for v in schemas["Policy"]["oneOf"]]
     assert strategies == list(models.STRATEGIES)
-    last_n, skip_parts, budget, _ = schemas["PolicyInput"]["oneOf"]
+    last_n, skip_parts, budget, time_window, _ = schemas["PolicyInput"]["oneOf"]
     target = budget["properties"]["config"]["properties"]["target_ratio"]
     assert target["default"] == models.DEFAULT_TARGET_RATIO
+    age = time_window["properties"]["config"]["properties"]["max_age_seconds"]
+    assert age["maximum"] == models.MAX_AGE_SECONDS
     limit = last_n["properties"]["config"]["properties"]["limit"]
     assert (limit["maximum"], limit["default"]) == (
         models.MAX_POLICY_LIMIT,

@@ -474,3 +474,19 @@ def test_the_budget_policy_trims_to_its_target_ratio(api: Api) -> None:
             json={"token_budget": 300, "policy": {"strategy": "budget", "config": bad}},
         )
         assert response.status_code == 400, response.text
+
+
+def test_the_time_window_policy_is_validated_and_stored(api: Api) -> None:
+    policy = {"strategy": "time_window", "config": {"max_age_seconds": 3600}}
+    context = api.create(token_budget=500, policy=policy)
+    assert context["policy"] == policy
+    answer = api.append(context["id"], text_message("fresh"))
+    assert answer["used_tokens"] > 0
+    window = api.get(f"/v1/contexts/{context['id']}/context").json()
+    assert [m["parts"][0]["text"] for m in window["messages"]] == ["fresh"]
+    for bad in ({}, {"max_age_seconds": 0}, {"max_age_seconds": 1.5}, {"limit": 3}):
+        response = api.put(
+            f"/v1/contexts/{context['id']}",
+            json={"token_budget": 500, "policy": {"strategy": "time_window", "config": bad}},
+        )
+        assert response.status_code == 400, response.text

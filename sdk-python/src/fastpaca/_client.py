@@ -82,7 +82,8 @@ class Fastpaca(SyncAPIClient):
             budget: ``token_budget``, the window's token budget.
             trigger: ``trigger_ratio`` (0 < r ≤ 1, default 0.7).
             policy: ``{"strategy": …, "config": {…}}`` or just a strategy name
-                (``"last_n"``, ``"skip_parts"``, ``"budget"``, ``"manual"``).
+                (``"last_n"``, ``"skip_parts"``, ``"budget"``, ``"time_window"``,
+                ``"manual"``).
             metadata: replaces the context's metadata.
             tokenizer: ``"o200k_base"`` (default) or ``"cl100k_base"``.
         """

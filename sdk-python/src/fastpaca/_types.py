@@ -35,9 +35,9 @@ __all__ = [
     "Window",
 ]
 
-Strategy = Literal["last_n", "skip_parts", "budget", "manual"]
+Strategy = Literal["last_n", "skip_parts", "budget", "time_window", "manual"]
 """Window policies (``policy.strategy``)."""
-STRATEGIES: tuple[Strategy, ...] = ("last_n", "skip_parts", "budget", "manual")
+STRATEGIES: tuple[Strategy, ...] = ("last_n", "skip_parts", "budget", "time_window", "manual")
 
 Tokenizer = Literal["o200k_base", "cl100k_base"]
 """Tokenizers a context can count with."""
@@ -121,7 +121,7 @@ class _PolicyRequired(TypedDict):
 class Policy(_PolicyRequired, total=False):
     """``{"strategy": …, "config": {…}}``; ``config`` keys depend on the strategy
     (``limit`` for ``last_n``; ``limit`` and ``skip_kinds`` for ``skip_parts``;
-    ``target_ratio`` for ``budget``)."""
+    ``target_ratio`` for ``budget``; ``max_age_seconds`` for ``time_window``)."""
 
     config: dict[str, Any]
 

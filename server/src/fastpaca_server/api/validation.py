@@ -19,6 +19,7 @@ from ..core.models import (
     DEFAULT_SKIP_KINDS,
     DEFAULT_TARGET_RATIO,
     DEFAULT_TRIGGER_RATIO,
+    MAX_AGE_SECONDS,
     MAX_METADATA_BYTES,
     MAX_POLICY_LIMIT,
     MAX_TOKEN_BUDGET,
@@ -203,6 +204,17 @@ def policy(value: Any) -> Policy:
     if strategy == "manual":
         _only(options, set(), "'policy.config' of the manual strategy")
         return Policy(strategy="manual", config={})
+    if strategy == "time_window":
+        _only(options, {"max_age_seconds"}, "'policy.config' of the time_window strategy")
+        if "max_age_seconds" not in options:
+            raise InvalidInput("'policy.config.max_age_seconds' is required for time_window.")
+        age = integer(
+            options["max_age_seconds"],
+            "policy.config.max_age_seconds",
+            minimum=1,
+            maximum=MAX_AGE_SECONDS,
+        )
+        return Policy(strategy="time_window", config={"max_age_seconds": age})
     if strategy == "budget":
         _only(options, {"target_ratio"}, "'policy.config' of the budget strategy")
         target = _ratio(

@@ -245,6 +245,52 @@ class LiveWindow:
         for call in set(unit.calls):
             self._replace_unit_of_call(call, unit, None)
 
+    # --- time_window ----------------------------------------------------------------
+
+    def _first_droppable(self) -> tuple[int, Message] | None:
+        """The oldest unit that a policy may drop, by its first position, unless it is
+        the newest unit. Dropped and pinned positions in front are discarded from
+        the order on the way (as :meth:`trim` does): each is passed once."""
+        order = self._order
+        entries = self.entries
+        newest = next(reversed(entries)) if entries else None
+        newest_unit = None if newest is None else self._unit_of.get(newest)
+        while order:
+            position = order[0]
+            message = entries.get(position)
+            if message is None:
+                order.popleft()
+                continue
+            unit = self._unit_of.get(position)
+            if (unit is None and message.pinned) or (unit is not None and unit.pinned):
+                order.popleft()
+                continue
+            if position == newest or (unit is not None and unit is newest_unit):
+                return None
+            return position, message
+        return None
+
+    def has_expired(self, cutoff: int) -> bool:
+        """Whether the oldest droppable unit began before ``cutoff``."""
+        first = self._first_droppable()
+        return first is not None and first[1].created_at < cutoff
+
+    def drop_expired(self, cutoff: int) -> None:
+        """:func:`.window.drop_expired`: drop the oldest unpinned units while they
+        began before ``cutoff`` (never the newest unit)."""
+        while (first := self._first_droppable()) is not None:
+            position, message = first
+            if message.created_at >= cutoff:
+                return
+            self._order.popleft()
+            unit = self._unit_of.get(position)
+            if unit is None:
+                self.tokens -= message.token_count
+                self.unpinned_count -= 1
+                del self.entries[position]
+            else:
+                self._drop(unit)
+
     # --- skip_parts ---------------------------------------------------------------
 
     def strip_older_turns(self, kinds: Sequence[str], turn_seq: int | None) -> None:
@@ -352,13 +398,20 @@ class LiveWindow:
             del self._units_of_call[call]
 
 
-def apply_policy(live: LiveWindow, config: ContextConfig, turn_seq: int | None) -> bool:
+def apply_policy(
+    live: LiveWindow, config: ContextConfig, turn_seq: int | None, at: int | None = None
+) -> bool:
     """:func:`.window.apply_policy` on a live window. Returns ``needs_compaction``."""
     strategy, options = config.policy.strategy, config.policy.config
     if strategy == "manual":
         return True
     if strategy == "skip_parts":
         live.strip_older_turns(options.get("skip_kinds", list(DEFAULT_SKIP_KINDS)), turn_seq)
+    cutoff = rules.expiry_cutoff(config, at) if at is not None else None
+    if cutoff is not None:
+        live.drop_expired(cutoff)
+        if live.tokens <= rules.trigger_tokens(config):
+            return False
     limit = rules.message_limit(config)
     target = rules.target_tokens(config)
     if live.tokens <= target:

@@ -42,7 +42,7 @@ def content_digest(role: str, parts: list[JSONObject], metadata: JSONObject | No
     return hashlib.sha256(canonical_json(content)).hexdigest()
 
 
-STRATEGIES = ("last_n", "skip_parts", "budget", "manual")
+STRATEGIES = ("last_n", "skip_parts", "budget", "time_window", "manual")
 TOKENIZERS = ("o200k_base", "cl100k_base")
 DEFAULT_TRIGGER_RATIO = 0.7
 DEFAULT_TARGET_RATIO = 0.5
@@ -51,6 +51,8 @@ DEFAULT_LAST_N_LIMIT = 200
 DEFAULT_SKIP_KINDS = ("tool", "dynamic-tool", "reasoning")
 MAX_TOKEN_BUDGET = 10_000_000
 MAX_POLICY_LIMIT = 100_000
+MAX_AGE_SECONDS = 10 * 365 * 24 * 3600
+"""``time_window``: the longest ``max_age_seconds`` (ten years)."""
 IDEMPOTENCY_KEYS_PER_CONTEXT = 10_000
 MAX_METADATA_BYTES = 64 * 1024
 

@@ -256,7 +256,7 @@ class StateMachine:
         context.config = config
         context.metadata = metadata
         context.live = LiveWindow.of(context.live.messages())  # new rules: index afresh
-        self._maintain_window(context, force=True)
+        self._maintain_window(context, force=True, at=command.at)
         self._touch(context, command.at)
         return context.view()
 
@@ -292,7 +292,7 @@ class StateMachine:
                 )
             )
         has_results = any(windows.tool_result_ids(m) for m in stored)
-        self._maintain_window(context, force=has_results)
+        self._maintain_window(context, force=has_results, at=command.at)
         self._touch(context, command.at)
         result = AppendResult(
             version=context.version,
@@ -364,7 +364,7 @@ class StateMachine:
         context.updated_at = max(context.updated_at, at)
 
     @staticmethod
-    def _maintain_window(context: Context, *, force: bool) -> None:
+    def _maintain_window(context: Context, *, force: bool, at: int) -> None:
         """Re-apply the policy when the window crossed the trigger or its limit.
 
         ``force`` (results were appended, or the config changed) also strips
@@ -376,13 +376,16 @@ class StateMachine:
         live = context.live
         limit = windows.message_limit(config)
         over_limit = limit is not None and live.unpinned_count > limit
+        cutoff = windows.expiry_cutoff(config, at)
         runs = live.tokens > windows.trigger_tokens(config) or over_limit
+        runs = runs or (cutoff is not None and live.has_expired(cutoff))
         if not manual and live.may_hold_orphans and (runs or force):
             context.live = live = LiveWindow.of(windows.strip_orphan_results(live.messages()))
             over_limit = limit is not None and live.unpinned_count > limit
             runs = live.tokens > windows.trigger_tokens(config) or over_limit
+            runs = runs or (cutoff is not None and live.has_expired(cutoff))
         if runs:
-            context.needs_compaction = apply_live_policy(live, config, context.last_user_seq)
+            context.needs_compaction = apply_live_policy(live, config, context.last_user_seq, at)
         else:
             context.needs_compaction = False
         context.used_tokens = live.tokens

@@ -271,7 +271,7 @@ def current_turn_start(window: Sequence[Message], turn_seq: int | None = None) -
 
 def message_limit(config: ContextConfig) -> int | None:
     """The most messages a window may hold (``None``: no limit, for manual and budget)."""
-    if config.policy.strategy in ("manual", "budget"):
+    if config.policy.strategy in ("manual", "budget", "time_window"):
         return None
     return int(config.policy.config.get("limit", DEFAULT_LAST_N_LIMIT))
 
@@ -279,6 +279,34 @@ def message_limit(config: ContextConfig) -> int | None:
 def trigger_tokens(config: ContextConfig) -> int:
     """Window size at which the policy runs."""
     return int(config.trigger_ratio * config.token_budget)
+
+
+def expiry_cutoff(config: ContextConfig, at: int) -> int | None:
+    """``time_window``: messages created before this time (ms) have expired at ``at``."""
+    if config.policy.strategy != "time_window":
+        return None
+    return at - int(config.policy.config["max_age_seconds"]) * 1000
+
+
+def drop_expired(window: Sequence[Message], cutoff: int) -> list[Message]:
+    """Drop the oldest unpinned units while they began before ``cutoff``.
+
+    Units are looked at oldest first; pinned units are passed over (never
+    dropped); the first unit that has not expired ends the scan, and so does
+    the newest unit, which always stays. Messages are in append order, so
+    what is left has not expired, up to clock differences between the nodes
+    that stamped the times.
+    """
+    units = build_units(window)
+    last = len(window) - 1
+    dropped: set[int] = set()
+    for unit in units:
+        if unit.pinned:
+            continue
+        if last in unit.indices or window[unit.indices[0]].created_at >= cutoff:
+            break
+        dropped.update(unit.indices)
+    return [message for index, message in enumerate(window) if index not in dropped]
 
 
 def target_tokens(config: ContextConfig) -> int:
@@ -291,7 +319,10 @@ def target_tokens(config: ContextConfig) -> int:
 
 
 def apply_policy(
-    window: Sequence[Message], config: ContextConfig, turn_seq: int | None = None
+    window: Sequence[Message],
+    config: ContextConfig,
+    turn_seq: int | None = None,
+    at: int | None = None,
 ) -> tuple[list[Message], bool]:
     """Rewrite a window that crossed the trigger. Returns ``(window, needs_compaction)``.
 
@@ -309,6 +340,11 @@ def apply_policy(
     if strategy == "skip_parts":
         kinds = options.get("skip_kinds", list(DEFAULT_SKIP_KINDS))
         window = strip_parts(window, kinds, current_turn_start(window, turn_seq))
+    cutoff = expiry_cutoff(config, at) if at is not None else None
+    if cutoff is not None:
+        window = drop_expired(strip_orphan_results(window), cutoff)
+        if window_tokens(window) <= trigger_tokens(config):
+            return list(window), False  # only expired messages had to go
     limit = message_limit(config)
     target = target_tokens(config)  # both ratios are <= 1, so never above the budget
     if window_tokens(window) <= target:
