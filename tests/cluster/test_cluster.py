@@ -125,6 +125,20 @@ def test_a_follower_cut_off_from_the_majority_stops_answering(cluster: Cluster) 
     wait_for(lambda: _ok(httpx.get(f"{leader.url}/v1/contexts/c")), 30, "the cluster to heal")
 
 
+def _load(
+    cluster: Cluster, prefix: str, count: int, *, threads: int
+) -> tuple[list[str], AppendWorkload]:
+    """``count`` contexts created through the first node, and writers appending to
+    them through every node (each retrying with its key, moving on after a failure)."""
+    contexts = [f"{prefix}-{n}" for n in range(count)]
+    for context_id in contexts:
+        created = httpx.put(
+            f"{cluster.nodes[0].url}/v1/contexts/{context_id}", json={"token_budget": 100_000}
+        )
+        assert created.status_code == 200, created.text
+    return contexts, AppendWorkload(list(cluster.nodes), contexts, threads=threads).start()
+
+
 def _verify(cluster: Cluster, workload: AppendWorkload, contexts: list[str]) -> None:
     """Every acknowledged append on every node exactly once, and the same state everywhere.
 
@@ -156,13 +170,7 @@ def _ok(response: httpx.Response) -> bool | None:
 def test_kill9_of_the_leader_under_load_loses_no_acknowledged_write(
     cluster: Cluster, round_: int
 ) -> None:
-    contexts = [f"ctx-{n}" for n in range(4)]
-    for context_id in contexts:
-        created = httpx.put(
-            f"{cluster.nodes[0].url}/v1/contexts/{context_id}", json={"token_budget": 100_000}
-        )
-        assert created.status_code == 200, created.text
-    workload = AppendWorkload(list(cluster.nodes), contexts, threads=6).start()
+    contexts, workload = _load(cluster, "ctx", 4, threads=6)
     try:
         for _ in range(2):
             wait_for(lambda: workload.acknowledged() > 60 or None, 60, "appends before the kill")
@@ -238,13 +246,7 @@ def test_pause_a_follower_kill_the_leader_swap_the_paused_one(
     then the other follower paused instead and the old leader restarted; at
     the end every node holds every acknowledged append once."""
     cluster = pausing_compactions
-    contexts = [f"swap-{n}" for n in range(3)]
-    for context_id in contexts:
-        created = httpx.put(
-            f"{cluster.nodes[0].url}/v1/contexts/{context_id}", json={"token_budget": 100_000}
-        )
-        assert created.status_code == 200, created.text
-    workload = AppendWorkload(list(cluster.nodes), contexts, threads=6).start()
+    contexts, workload = _load(cluster, "swap", 3, threads=6)
     try:
         wait_for(lambda: workload.acknowledged() > 80 or None, 60, "appends before the pause")
         leader = cluster.leader()
@@ -280,8 +282,11 @@ def test_pause_a_follower_kill_the_leader_swap_the_paused_one(
 
 @pytest.fixture
 def proxied(tmp_path: Path) -> Iterator[Cluster]:
+    """Three nodes whose Raft links go through proxies. A node then knows some peers
+    by a proxy's address, which a snapshot's member list (the sender's view) cannot
+    carry, so this cluster never compacts its log (no snapshot is sent)."""
     nodes = Cluster(
-        tmp_path, 3, "--log-compaction-entries", "50", "--submit-timeout", "3", proxied=True
+        tmp_path, 3, "--log-compaction-entries", "1000000", "--submit-timeout", "3", proxied=True
     ).start()
     yield nodes
     nodes.stop()
@@ -292,13 +297,7 @@ def test_a_leader_cut_off_into_a_minority_stops_acknowledging(proxied: Cluster) 
     acknowledges nothing more, the other two elect a leader and go on, and
     after healing every node holds every acknowledged append exactly once."""
     cluster = proxied
-    contexts = [f"part-{n}" for n in range(3)]
-    for context_id in contexts:
-        created = httpx.put(
-            f"{cluster.nodes[0].url}/v1/contexts/{context_id}", json={"token_budget": 100_000}
-        )
-        assert created.status_code == 200, created.text
-    workload = AppendWorkload(list(cluster.nodes), contexts, threads=6).start()
+    contexts, workload = _load(cluster, "part", 3, threads=6)
     try:
         wait_for(lambda: workload.acknowledged() > 60 or None, 60, "appends before the cut")
         old = cluster.leader()
@@ -317,7 +316,11 @@ def test_a_leader_cut_off_into_a_minority_stops_acknowledging(proxied: Cluster) 
             leaders = {v["leader"] for v in views if v is not None and v["leader"] is not None}
             return cluster.node(leaders.pop()) if len(leaders) == 1 else None
 
-        elected = wait_for(new_leader, 30, "the majority to elect a leader")
+        try:
+            elected = wait_for(new_leader, 30, "the majority to elect a leader")
+        except TimeoutError:
+            views = {cluster.name(n): cluster.view(n) for n in cluster.nodes if n is not old}
+            raise AssertionError(f"no leader elected; views: {views}") from None
         assert elected is not old
         failover = time.monotonic() - cut_at
         before = workload.acknowledged()
@@ -411,12 +414,8 @@ def test_a_node_joins_and_a_member_leaves_without_downtime(cluster: Cluster) -> 
     """Membership changes through the log while appends go on: a fourth node is
     added (it catches up and serves), then a follower is removed and stopped;
     no acknowledged append is lost and the remaining nodes agree."""
-    contexts = [f"member-{n}" for n in range(3)]
     first = cluster.nodes[0]
-    for context_id in contexts:
-        created = httpx.put(f"{first.url}/v1/contexts/{context_id}", json={"token_budget": 100_000})
-        assert created.status_code == 200, created.text
-    workload = AppendWorkload(list(cluster.nodes), contexts, threads=4).start()
+    contexts, workload = _load(cluster, "member", 3, threads=4)
     try:
         wait_for(lambda: workload.acknowledged() > 60 or None, 60, "appends before the change")
         newcomer = cluster.add_node()
