@@ -1,4 +1,4 @@
-"""Fastpaca's benchmarks (issue 6): every figure beside its baseline, in one run.
+"""Fastpaca's benchmarks: every figure beside its baseline, in one run.
 
 Usage (from the repository root; ``make bench`` / ``make bench-quick`` do this)::
 

@@ -1,4 +1,4 @@
-"""The figures of issue 6, each beside its baseline, measured in one run.
+"""The speed figures, each beside its baseline, measured in one run.
 
 Stages (``bench/run.py --only NAME,…``):
 

@@ -1,4 +1,4 @@
-"""The report: the targets of issue 6, the printed tables, ``latest.json`` and ``latest.md``."""
+"""The report: the targets, the printed tables, ``latest.json`` and ``latest.md``."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def _history_row(figures: Figures, history: int) -> dict[str, Any] | None:
 
 
 def targets(figures: Figures) -> list[dict[str, Any]]:
-    """Every target of issue 6 beside what this run measured (``met`` None: not measured)."""
+    """Every speed target beside what this run measured (``met`` None: not measured)."""
     found: list[dict[str, Any]] = []
 
     def add(
@@ -371,7 +371,7 @@ def lines(result: dict[str, Any]) -> Iterator[str]:
         if "facts" in figure:
             yield from fact_table(figure)
     yield ""
-    yield "## targets (issue 6)"
+    yield "## targets"
     yield from target_table(result["targets"])
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in result.get("stage_seconds", {}).items())
     yield f"stage times: {timings}"

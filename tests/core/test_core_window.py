@@ -548,7 +548,7 @@ def test_segments_cover_the_window() -> None:
     assert runs == [{"type": "log", "from_seq": 5, "to_seq": 8, "count": 4, "tokens": 40}]
 
 
-# --- issue 5: promises the window used to break ------------------------------------------
+# --- promises the window used to break -----------------------------------------------------
 
 
 def call_with_own_result(message_id: str, call_id: str) -> object:
