@@ -272,6 +272,30 @@ async def drive(
     timeout: float = 60.0,
 ) -> Timeline:
     """Send ``requests(0 … total-1)`` from ``concurrency`` workers; stop at ``time_cap``."""
+    return await _workers(url, requests, concurrency, time_cap, timeout, lambda n: n < total)
+
+
+async def drive_until(
+    url: str,
+    requests: Callable[[int], Request],
+    concurrency: int,
+    stop: asyncio.Event,
+    time_cap: float,
+) -> Timeline:
+    """``concurrency`` workers send ``requests(0, 1, …)`` until ``stop`` is set or the cap."""
+    return await _workers(url, requests, concurrency, time_cap, 60.0, lambda _: not stop.is_set())
+
+
+async def _workers(
+    url: str,
+    requests: Callable[[int], Request],
+    concurrency: int,
+    time_cap: float,
+    timeout: float,
+    more: Callable[[int], bool],
+) -> Timeline:
+    """``concurrency`` workers sending ``requests(n)`` for n = 0, 1, … while ``more(n)``
+    holds and ``time_cap`` seconds have not passed; every request timed."""
     timeline = Timeline()
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(
@@ -283,44 +307,7 @@ async def drive(
 
         async def worker() -> None:
             nonlocal next_index
-            while next_index < total and time.perf_counter() < deadline:
-                index = next_index
-                next_index += 1
-                begun = time.perf_counter()
-                try:
-                    status, payload = await send(session, requests(index))
-                except (aiohttp.ClientError, TimeoutError) as error:
-                    status, payload = 0, repr(error).encode()
-                if 200 <= status < 300:
-                    timeline.samples.append((begun, time.perf_counter() - begun))
-                else:
-                    timeline.errors += 1
-                    timeline.first_error = timeline.first_error or f"{status} {payload[:200]!r}"
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        timeline.elapsed = time.perf_counter() - started
-    return timeline
-
-
-async def drive_until(
-    url: str,
-    requests: Callable[[int], Request],
-    concurrency: int,
-    stop: asyncio.Event,
-    time_cap: float,
-) -> Timeline:
-    """``concurrency`` workers send ``requests(0, 1, …)`` until ``stop`` is set or the cap."""
-    timeline = Timeline()
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(
-        url, connector=connector, timeout=aiohttp.ClientTimeout(total=60)
-    ) as session:
-        next_index = 0
-        started = time.perf_counter()
-
-        async def worker() -> None:
-            nonlocal next_index
-            while not stop.is_set() and time.perf_counter() - started < time_cap:
+            while more(next_index) and time.perf_counter() < deadline:
                 index = next_index
                 next_index += 1
                 begun = time.perf_counter()

@@ -86,16 +86,19 @@ async def _admit(
     """
     fingerprint = validation.fingerprint(normalised) if key is not None else None
     store = _store(request, context_id)
-    for attempt in range(2):
-        try:
-            with store.read() as machine:
-                context = machine.admission_check(context_id, key, fingerprint, if_version)
-                return context.config.tokenizer, fingerprint
-        except DomainError:
-            if store.cluster is None or attempt:
-                raise
-            await store.sync()
-    raise AssertionError("unreachable")
+
+    def check() -> str:
+        with store.read() as machine:
+            context = machine.admission_check(context_id, key, fingerprint, if_version)
+            return context.config.tokenizer
+
+    try:
+        return check(), fingerprint
+    except DomainError:
+        if store.cluster is None:
+            raise
+    await store.sync()
+    return check(), fingerprint
 
 
 def _message_input(item: JSONObject, tokenizer: str) -> MessageInput:
