@@ -325,6 +325,12 @@ def test_a_leader_cut_off_into_a_minority_stops_acknowledging(proxied: Cluster) 
         failover = time.monotonic() - cut_at
         before = workload.acknowledged()
         wait_for(lambda: workload.acknowledged() > before + 60 or None, 60, "appends, cut off")
+        # Without a majority the old leader steps down: no known leader, not ready.
+        wait_for(
+            lambda: httpx.get(f"{old.url}/health/ready", timeout=5).status_code == 503 or None,
+            30,
+            "the cut-off node to report itself not ready",
+        )
         cluster.heal()
         before = workload.acknowledged()
         wait_for(lambda: workload.acknowledged() > before + 30 or None, 60, "appends, healed")
