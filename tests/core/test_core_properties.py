@@ -156,7 +156,10 @@ def message_inputs(*, with_results: bool = True) -> st.SearchStrategy:
     )
 
 
-policies = st.one_of(
+_FRAMES = {"tool_result": 3, "tool": 3, "dynamic-tool": 3}
+"""Made-up token counts of the cleared-output frames (the API stamps real ones)."""
+
+step_policies = st.one_of(
     st.builds(lambda limit: Policy("last_n", {"limit": limit}), st.integers(1, 8)),
     st.builds(
         lambda limit, kinds: Policy("skip_parts", {"limit": limit, "skip_kinds": kinds}),
@@ -172,7 +175,44 @@ policies = st.one_of(
         lambda ratio: Policy("budget", {"target_ratio": ratio}),
         st.sampled_from([0.1, 0.3, 0.5, 0.9, 1.0]),
     ),
-    st.just(Policy("manual", {})),
+    st.builds(
+        lambda keep, exclude, least, ratio: Policy(
+            "strip_tool_results",
+            {
+                "keep": keep,
+                "placeholder": "[cleared]",
+                "exclude_tools": exclude,
+                "clear_at_least": least,
+                "target_ratio": ratio,
+                "frames": _FRAMES,
+            },
+        ),
+        st.integers(0, 3),
+        st.sampled_from([[], [], ["weather"], ["search"]]),
+        st.sampled_from([0, 0, 5, 30]),
+        st.sampled_from([0.3, 0.5, 1.0]),
+    ),
+)
+
+
+def _pinned(policy: Policy, pin: bool) -> Policy:
+    """``pin: "none"`` on one policy in four: system messages may be dropped too."""
+    return policy if pin else Policy(policy.strategy, {**policy.config, "pin": "none"})
+
+
+policies = st.builds(
+    _pinned,
+    st.one_of(
+        step_policies,
+        st.lists(step_policies, min_size=1, max_size=3).map(
+            lambda steps: Policy(
+                "pipeline",
+                {"steps": [{"strategy": p.strategy, "config": p.config} for p in steps]},
+            )
+        ),
+        st.just(Policy("manual", {})),
+    ),
+    st.integers(0, 3).map(bool),
 )
 
 configs = st.builds(
@@ -331,8 +371,11 @@ def _expected_append_refusal(
         return None  # no budget checks under manual
     if any(m.token_count > budget for m in command.messages):
         return "message_exceeds_budget"
-    new_pinned = sum(m.token_count for m in command.messages if windows.is_pinned(stored(m, 0)))
-    if windows.pinned_tokens(context.window) + new_pinned > budget:
+    mask = windows.pin_mask(context.config)
+    new_pinned = sum(
+        m.token_count for m in command.messages if windows.is_pinned(stored(m, 0), mask)
+    )
+    if windows.pinned_tokens(context.window, mask) + new_pinned > budget:
         return "pinned_exceeds_budget"
     # The unit checks (a unit beside the pinned ones) are not modelled here.
     return BUDGET_CODES
@@ -489,14 +532,21 @@ def window_is_made_of_the_log(machine: StateMachine, models: dict[str, ContextMo
                 original.role,
                 original.metadata,
             )
-            assert all(part in original.parts for part in message.parts)
+            cleared = [p for p in message.parts if p.get(windows.CLEARED) is True]
+            for part in cleared:  # strip_tool_results: an output of the original, cleared
+                assert any(
+                    windows.output_kind(o) and windows.cleared_part(o, "[cleared]") == part
+                    for o in original.parts
+                )
+            assert all(part in original.parts for part in message.parts if part not in cleared)
 
 
 def tool_pairs_stay_together(machine: StateMachine, models: dict[str, ContextModel]) -> None:
     """Guarantee 4: no orphan tool results, and no window starting with a result."""
     for context in non_manual(machine):
         seen_calls: set[str] = set()
-        pinned_units = [u for u in windows.build_units(context.window) if u.pinned]
+        mask = windows.pin_mask(context.config)
+        pinned_units = [u for u in windows.build_units(context.window, mask) if u.pinned]
         in_pinned_unit = {i for u in pinned_units for i in u.indices}
         rest = [m for i, m in enumerate(context.window) if i not in in_pinned_unit]
         if rest:
@@ -513,7 +563,7 @@ def pinned_messages_stay(machine: StateMachine, models: dict[str, ContextModel])
         floor = models[context_id].floor_seq
         window_by_seq = {m.seq: m for m in context.window if m.seq is not None}
         for message in context.log[floor:]:
-            if windows.is_pinned(message):
+            if windows.is_pinned(message, windows.pin_mask(context.config)):
                 assert window_by_seq.get(message.seq) == message, f"pinned {message.id} lost"
 
 
@@ -606,30 +656,26 @@ class BatchWindow:
             message = stripped
         self.window.append(message)
 
-    def maintain(self, *, force: bool, at: int) -> None:
+    def maintain(self, *, force: bool, at: int) -> list[dict[str, Any]]:
         """Orphans go first (they never count towards the trigger), then the policy
-        runs if the window is over its trigger or its message limit, or (time_window)
-        holds an expired unit."""
+        runs if the window is over its trigger or a step's message limit, or
+        (time_window) holds an expired unit. Returns what the policy did."""
         config = self.config
         manual = config.policy.strategy == "manual"
         if not manual and (force or self._over(config, at)):
             self.window = windows.strip_orphan_results(self.window)
-        if self._over(config, at):
-            self.window, self.needs_compaction = windows.apply_policy(
-                self.window, config, self.last_user_seq, at
-            )
-        else:
+        if not self._over(config, at):
             self.needs_compaction = False
+            return []
+        ops = windows.ListWindow(self.window, windows.pin_mask(config))
+        self.needs_compaction, actions = windows.run_policy(ops, config, self.last_user_seq, at)
+        self.window = ops.window
+        return actions
 
     def _over(self, config: ContextConfig, at: int) -> bool:
-        limit = windows.message_limit(config)
-        over_limit = limit is not None and windows.unpinned_count(self.window) > limit
-        cutoff = windows.expiry_cutoff(config, at)
-        expired = cutoff is not None and len(windows.drop_expired(self.window, cutoff)) < len(
-            self.window
+        return windows.should_run(
+            windows.ListWindow(self.window, windows.pin_mask(config)), config, at
         )
-        over = windows.window_tokens(self.window) > windows.trigger_tokens(config)
-        return over or over_limit or expired
 
 
 @PROPERTY_SETTINGS
@@ -653,7 +699,8 @@ def test_the_live_window_is_the_window_the_rules_compute(commands: list[Command]
                 batches[command.context_id] = BatchWindow(command.config)
                 continue
             batch.config = command.config
-            batch.maintain(force=True, at=command.at)
+            actions = batch.maintain(force=True, at=command.at)
+            _same_actions(result.compaction, actions)
         elif isinstance(command, AppendMessages):
             assert batch is not None
             appended = context.log[-len(command.messages) :]
@@ -661,7 +708,10 @@ def test_the_live_window_is_the_window_the_rules_compute(commands: list[Command]
                 batch.add(message)
                 if message.role == "user":
                     batch.last_user_seq = message.seq
-            batch.maintain(force=any(windows.tool_result_ids(m) for m in appended), at=command.at)
+            actions = batch.maintain(
+                force=any(windows.tool_result_ids(m) for m in appended), at=command.at
+            )
+            _same_actions(result.compaction, actions)
         elif isinstance(command, Compact):
             assert batch is not None
             batch.window = list(context.window)
@@ -671,6 +721,22 @@ def test_the_live_window_is_the_window_the_rules_compute(commands: list[Command]
         assert context.window == batch.window, command
         assert context.used_tokens == windows.window_tokens(batch.window)
         assert context.needs_compaction == batch.needs_compaction
+
+
+def _same_actions(record: dict[str, Any] | None, actions: list[dict[str, Any]]) -> None:
+    """The live run's record says what the reference run did (a record that several
+    runs extended ends where this run's removal ends)."""
+    if record is None:
+        assert actions == []
+        return
+    if record["runs"] == 1:
+        assert record["actions"] == actions
+        return
+    [merged] = record["actions"]
+    [action] = actions
+    assert merged["removed"][0][1] == action["removed"][0][1]
+    for key in ("step", "policy", "reason", "changed", "tokens_after", "detail"):
+        assert merged[key] == action[key], key
 
 
 def test_the_live_window_trims_a_large_window_in_constant_work() -> None:

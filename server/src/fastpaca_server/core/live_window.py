@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 
 from . import window as rules
-from .models import DEFAULT_SKIP_KINDS, ContextConfig, Message
+from .models import DEFAULT_KEEP_TOOL_RESULTS, JSONObject, Message
 
 
 class _Unit:
@@ -51,23 +51,37 @@ class _Unit:
 
 
 class LiveWindow:
-    """One context's window and its index (see the module docstring)."""
+    """One context's window and its index (see the module docstring).
+
+    ``mask`` says which pins keep a message (:func:`.window.pin_mask`);
+    ``track_outputs`` keeps the positions of messages with tool output in
+    order, for ``strip_tool_results``.
+    """
 
     __slots__ = (
+        "_changed",
         "_next_position",
         "_order",
+        "_outputs",
         "_pending_strip",
+        "_removed",
         "_strip_position",
         "_unit_of",
         "_units_of_call",
         "entries",
+        "mask",
         "may_hold_orphans",
         "pinned_tokens",
         "tokens",
         "unpinned_count",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, mask: int = rules.PIN_ALL, track_outputs: bool = False) -> None:
+        self.mask = mask
+        self._outputs: deque[int] | None = deque() if track_outputs else None
+        """Positions of messages that may hold tool output, oldest first (some gone)."""
+        self._removed: list[int | None] = []
+        self._changed: list[int] = []
         self.entries: dict[int, Message] = {}
         self._unit_of: dict[int, _Unit] = {}
         """Units of more than a plain message (calls, several members, stripped);
@@ -88,12 +102,18 @@ class LiveWindow:
         rebuilds the window once instead of looking at new messages only."""
 
     @classmethod
-    def of(cls, messages: Iterable[Message]) -> LiveWindow:
+    def of(
+        cls, messages: Iterable[Message], mask: int = rules.PIN_ALL, track_outputs: bool = False
+    ) -> LiveWindow:
         """A window holding ``messages`` as they are (no orphan stripping)."""
-        live = cls()
+        live = cls(mask, track_outputs)
         for message in messages:
             live.add(message, strip_orphans=False)
         return live
+
+    def rebuilt(self, messages: Iterable[Message]) -> LiveWindow:
+        """A new window of ``messages`` with this one's mask and tracking."""
+        return LiveWindow.of(messages, self.mask, self._outputs is not None)
 
     # --- reading -------------------------------------------------------------
 
@@ -123,6 +143,8 @@ class LiveWindow:
         self._next_position += 1
         self.entries[position] = message
         self._order.append(position)
+        if self._outputs is not None and rules.may_hold_output(message):
+            self._outputs.append(position)
         joined = {id(u): u for c in results or () if (u := self._unit_of_call(c)) is not None}
         if not joined and not own_calls:
             self._place(position, message)
@@ -139,7 +161,7 @@ class LiveWindow:
     def _place(self, position: int, message: Message) -> None:
         """Account for ``message`` at ``position`` as a unit of its own."""
         self.tokens += message.token_count
-        if message.pinned:
+        if message.pinned & self.mask:
             self.pinned_tokens += message.token_count
         else:
             self.unpinned_count += 1
@@ -152,7 +174,7 @@ class LiveWindow:
             unit = _Unit()
             unit.members.append(position)
             unit.tokens = message.token_count
-            unit.pinned = message.pinned
+            unit.pinned = bool(message.pinned & self.mask)
             self._unit_of[position] = unit
         return unit
 
@@ -161,7 +183,7 @@ class LiveWindow:
         self._unaccount(unit)
         unit.members.append(position)
         unit.tokens += message.token_count
-        unit.pinned = was_pinned or message.pinned
+        unit.pinned = was_pinned or bool(message.pinned & self.mask)
         self._unit_of[position] = unit
         self.tokens += message.token_count
         self._account(unit)
@@ -219,7 +241,7 @@ class LiveWindow:
                 continue  # dropped already
             unit = self._unit_of.get(position)
             if unit is None:  # a plain message, its own unit
-                if message.pinned:
+                if message.pinned & self.mask:
                     continue  # never droppable: not needed in the order again
                 if position == newest_position:
                     skipped.append(position)
@@ -227,6 +249,7 @@ class LiveWindow:
                 self.tokens -= message.token_count
                 self.unpinned_count -= 1
                 del entries[position]
+                self._removed.append(message.seq)
                 continue
             if unit.pinned:
                 continue
@@ -239,8 +262,8 @@ class LiveWindow:
     def _drop(self, unit: _Unit) -> None:
         self._unaccount(unit)
         self.tokens -= unit.tokens
-        for position in unit.members:
-            del self.entries[position]
+        for position in sorted(unit.members):
+            self._removed.append(self.entries.pop(position).seq)
             del self._unit_of[position]
         for call in set(unit.calls):
             self._replace_unit_of_call(call, unit, None)
@@ -262,7 +285,7 @@ class LiveWindow:
                 order.popleft()
                 continue
             unit = self._unit_of.get(position)
-            if (unit is None and message.pinned) or (unit is not None and unit.pinned):
+            if (unit is None and message.pinned & self.mask) or (unit is not None and unit.pinned):
                 order.popleft()
                 continue
             if position == newest or (unit is not None and unit is newest_unit):
@@ -288,6 +311,7 @@ class LiveWindow:
                 self.tokens -= message.token_count
                 self.unpinned_count -= 1
                 del self.entries[position]
+                self._removed.append(message.seq)
             else:
                 self._drop(unit)
 
@@ -324,7 +348,7 @@ class LiveWindow:
                     break
                 unit = self._unit_of.get(position)
                 if unit is None:
-                    if not message.pinned and self._strippable(message, prefixes):
+                    if not message.pinned & self.mask and self._strippable(message, prefixes):
                         self._strip_unit(self._unit_at(position), prefixes)
                 elif not unit.pinned and not unit.stripped:
                     self._strip_unit(unit, prefixes)
@@ -354,9 +378,13 @@ class LiveWindow:
         survivors: list[tuple[int, Message]] = []
         for position, message in zip(members, stripped, strict=True):
             self._unit_of.pop(position, None)
+            original = self.entries[position]
             if message is None:
                 del self.entries[position]
+                self._removed.append(original.seq)
             else:
+                if message is not original and original.seq is not None:
+                    self._changed.append(original.seq)
                 self.entries[position] = message
                 survivors.append((position, message))
         owner: dict[str, _Unit] = {}
@@ -397,26 +425,116 @@ class LiveWindow:
         else:
             del self._units_of_call[call]
 
+    # --- what a policy run changed, and custom policies ------------------------------
 
-def apply_policy(
-    live: LiveWindow, config: ContextConfig, turn_seq: int | None, at: int | None = None
-) -> bool:
-    """:func:`.window.apply_policy` on a live window. Returns ``needs_compaction``."""
-    strategy, options = config.policy.strategy, config.policy.config
-    if strategy == "manual":
-        return True
-    if strategy == "skip_parts":
-        live.strip_older_turns(options.get("skip_kinds", list(DEFAULT_SKIP_KINDS)), turn_seq)
-    cutoff = rules.expiry_cutoff(config, at) if at is not None else None
-    if cutoff is not None:
-        live.drop_expired(cutoff)
-        if live.tokens <= rules.trigger_tokens(config):
-            return False
-    limit = rules.message_limit(config)
-    target = rules.target_tokens(config)
-    if live.tokens <= target:
-        target = config.token_budget  # only over the message limit
-    live.trim(max_tokens=target, max_messages=limit, keep_newest=True)
-    if live.tokens > config.token_budget:
-        live.trim(max_tokens=config.token_budget, max_messages=limit, keep_newest=False)
-    return False
+    def take_changes(self) -> tuple[list[int | None], list[int]]:
+        """Seqs removed and changed since the last call (see :class:`.window.WindowOps`)."""
+        removed, changed = self._removed, self._changed
+        self._removed, self._changed = [], []
+        gone = set(removed)
+        return removed, [seq for seq in dict.fromkeys(changed) if seq not in gone]
+
+    def keep_only(self, kept: Sequence[Message]) -> None:
+        """Keep only ``kept`` (a subsequence of the window): the index is rebuilt."""
+        wanted = {id(message) for message in kept}
+        removed = [m.seq for m in self.entries.values() if id(m) not in wanted]
+        fresh = self.rebuilt(kept)
+        for name in LiveWindow.__slots__:
+            if name not in ("_removed", "_changed"):
+                setattr(self, name, getattr(fresh, name))
+        self._removed.extend(removed)
+
+    # --- strip_tool_results ---------------------------------------------------------
+
+    def clear_tool_results(self, options: JSONObject) -> None:
+        """:func:`.window.clear_tool_results` from the tracked outputs.
+
+        The newest ``keep`` outputs are found from the right; every tracked
+        message left of them is looked at once: what cannot be cleared now
+        (gone, pinned, excluded, cleared already, or no smaller as a
+        placeholder) never can, and leaves the order. Only outputs that could
+        be cleared but were not (the pass saved less than ``clear_at_least``)
+        stay to be looked at again.
+        """
+        outputs = self._outputs
+        if outputs is None:
+            self._outputs = outputs = deque(
+                p for p, m in self.entries.items() if rules.may_hold_output(m)
+            )
+        keep = int(options.get("keep", DEFAULT_KEEP_TOOL_RESULTS))
+        boundary, partial = len(outputs), 0
+        kept = 0
+        for index in range(len(outputs) - 1, -1, -1):
+            message = self.entries.get(outputs[index])
+            if message is None:
+                continue
+            count = len(rules.output_parts(message))
+            if kept + count >= keep:
+                boundary, partial = index, count - (keep - kept)
+                break
+            kept += count
+        else:
+            boundary, partial = 0, 0
+            if kept < keep:
+                return  # fewer outputs than keep: nothing to clear
+        candidates: list[tuple[int, Message, list[int]]] = []
+        for index in range(boundary + (1 if partial else 0)):
+            position = outputs[index]
+            message = self.entries.get(position)
+            if message is None:
+                continue
+            indices = rules.output_parts(message)
+            if index == boundary:
+                indices = indices[:partial]
+            candidates.append((position, message, indices))
+        names = self._call_name if options.get("exclude_tools") else (lambda call: None)
+        changes, saved = rules.clear_choices(
+            ((m, indices) for _, m, indices in candidates), options, self.mask, names
+        )
+        applied = bool(changes) and saved >= max(int(options.get("clear_at_least", 0)), 1)
+        if applied:
+            cleared = {id(old): new for old, new in changes}
+            for position, message, _ in candidates:
+                new = cleared.get(id(message))
+                if new is not None:
+                    self._replace(position, message, new)
+        # What is left of the boundary cannot be cleared again, except outputs
+        # that could have been and were not (the pass did not save enough).
+        waiting = {id(old) for old, _ in changes} if not applied else set()
+        keep_positions = [
+            p for p, m, _ in candidates if id(m) in waiting and p != outputs[boundary]
+        ]
+        rest = list(outputs)[boundary:] if boundary < len(outputs) else []
+        outputs.clear()
+        outputs.extend(keep_positions)
+        outputs.extend(rest)
+
+    def _call_name(self, call: str) -> str | None:
+        """The tool name of the newest call with id ``call`` in the window."""
+        unit = self._unit_of_call(call)
+        if unit is None:
+            return None
+        name = None
+        for position in sorted(unit.members):
+            message = self.entries.get(position)
+            if message is None or not message.calls or call not in message.calls:
+                continue
+            for part in message.parts:
+                if part.get("type") == rules.TOOL_CALL and str(part.get("id")) == call:
+                    name = str(part.get("name"))
+        return name
+
+    def _replace(self, position: int, old: Message, new: Message) -> None:
+        """Put ``new`` (the same message with other content) at ``position``."""
+        delta = new.token_count - old.token_count
+        self.entries[position] = new
+        self.tokens += delta
+        unit = self._unit_of.get(position)
+        if unit is not None:
+            unit.tokens += delta
+            if unit.pinned:
+                self.pinned_tokens += delta
+        elif old.pinned & self.mask:
+            self.pinned_tokens += delta
+        if old.seq is not None:
+            self._changed.append(old.seq)

@@ -42,7 +42,19 @@ def content_digest(role: str, parts: list[JSONObject], metadata: JSONObject | No
     return hashlib.sha256(canonical_json(content)).hexdigest()
 
 
-STRATEGIES = ("last_n", "skip_parts", "budget", "time_window", "manual")
+STRATEGIES = (
+    "last_n",
+    "skip_parts",
+    "budget",
+    "time_window",
+    "strip_tool_results",
+    "pipeline",
+    "summarize",
+    "manual",
+)
+"""Built-in strategies (custom ones come from the ``fastpaca.policies`` entry points)."""
+STEP_STRATEGIES = ("last_n", "skip_parts", "budget", "time_window", "strip_tool_results")
+"""Strategies a ``pipeline`` may list as steps."""
 TOKENIZERS = ("o200k_base", "cl100k_base")
 DEFAULT_TRIGGER_RATIO = 0.7
 DEFAULT_TARGET_RATIO = 0.5
@@ -53,6 +65,16 @@ MAX_TOKEN_BUDGET = 10_000_000
 MAX_POLICY_LIMIT = 100_000
 MAX_AGE_SECONDS = 10 * 365 * 24 * 3600
 """``time_window``: the longest ``max_age_seconds`` (ten years)."""
+DEFAULT_KEEP_TOOL_RESULTS = 3
+"""``strip_tool_results``: the newest tool results that keep their output."""
+DEFAULT_PLACEHOLDER = "[tool output cleared]"
+MAX_PIPELINE_STEPS = 16
+COMPACTION_RECORDS_PER_CONTEXT = 100
+"""Compaction records each context keeps (the newest; ``compactions`` counts all)."""
+PIN_SYSTEM = 1
+"""``Message.pinned`` bit: a system message (pinned unless the policy says ``pin: none``)."""
+PIN_FLAG = 2
+"""``Message.pinned`` bit: ``metadata.pinned`` is true (always pinned)."""
 IDEMPOTENCY_KEYS_PER_CONTEXT = 10_000
 MAX_METADATA_BYTES = 64 * 1024
 
@@ -103,7 +125,9 @@ class Message:
     tokenizer's count for each part, so a policy that strips parts can
     recompute the message's size without a tokenizer. ``calls`` and
     ``results`` are the ids of its ``tool_call`` and ``tool_result`` parts
-    (``None`` when it has none), ``pinned`` whether no policy may drop it.
+    (``None`` when it has none). ``pinned`` holds :data:`PIN_SYSTEM` for a system
+    message and :data:`PIN_FLAG` for ``metadata.pinned: true`` (0: neither); a
+    window's pin mask says which of the two keep a message from being dropped.
     Messages are immutable.
     """
 
@@ -124,7 +148,7 @@ class Message:
     created_at: int
     role: str
     raw: bytes
-    pinned: bool
+    pinned: int
     calls: tuple[str, ...] | None
     results: tuple[str, ...] | None
     _part_tokens: tuple[int, ...]
@@ -172,7 +196,9 @@ class Message:
 
     def _derive(self, parts: list[JSONObject], metadata: JSONObject | None) -> None:
         setter = object.__setattr__
-        pinned = self.role == "system" or (metadata is not None and metadata.get("pinned") is True)
+        pinned = PIN_SYSTEM if self.role == "system" else 0
+        if metadata is not None and metadata.get("pinned") is True:
+            pinned |= PIN_FLAG
         setter(self, "pinned", pinned)
         setter(self, "calls", _part_ids(parts, "tool_call", "id"))
         setter(self, "results", _part_ids(parts, "tool_result", "tool_call_id"))
@@ -233,6 +259,28 @@ class Message:
             metadata=data["metadata"],
             token_count=max(0, self.token_count - removed),
             part_tokens=[counts[i] for i in keep],
+            created_at=self.created_at,
+        )
+
+    def with_replaced(self, replaced: dict[int, tuple[JSONObject, int]]) -> Message:
+        """This message with the parts at the keys of ``replaced`` swapped for the
+        given ``(part, token count)`` (its total adjusted by the difference)."""
+        data = self._data()
+        parts = list(data["parts"])
+        counts = list(self._part_tokens)
+        total = self.token_count
+        for index, (part, tokens) in replaced.items():
+            total += tokens - counts[index]
+            parts[index] = part
+            counts[index] = tokens
+        return Message(
+            seq=self.seq,
+            id=data["id"],
+            role=self.role,
+            parts=parts,
+            metadata=data["metadata"],
+            token_count=max(0, total),
+            part_tokens=counts,
             created_at=self.created_at,
         )
 
@@ -364,7 +412,29 @@ class Tombstone:
     kind: Literal["tombstone"] = "tombstone"
 
 
-Command = PutContext | AppendMessages | Compact | PatchMetadata | Tombstone
+@attrs.frozen
+class Summarize:
+    """The outcome of a leader's summary job: a new summary, or why there is none.
+
+    With ``summary``, the window's units that begin at or before ``to_seq``
+    (and the previous summary) leave the window and the summary takes their
+    place, after the pinned messages that stay. ``base`` is the context's
+    compaction count when the job read the window: if any compaction ran
+    since, the summary is stale and refused. With ``error`` instead, only the
+    failure is recorded (the budget fallback keeps the window in budget).
+    """
+
+    context_id: str
+    at: int
+    base: int
+    from_seq: int
+    to_seq: int
+    summary: MessageInput | None = None
+    error: str | None = None
+    kind: Literal["summarize"] = "summarize"
+
+
+Command = PutContext | AppendMessages | Compact | PatchMetadata | Tombstone | Summarize
 
 
 @attrs.frozen
@@ -405,6 +475,8 @@ class AppendResult:
     window_messages: int = attrs.field(default=0, eq=False)
     """Messages in the window after the append (for metrics; not part of the
     answer, and 0 on a replay, which is rebuilt from the log)."""
+    compaction: JSONObject | None = attrs.field(default=None, eq=False)
+    """The record of the compaction this append set off (events; not part of the answer)."""
 
 
 @attrs.frozen
@@ -414,6 +486,20 @@ class CompactResult:
     needs_compaction: bool
     message_count: int
     replayed: bool = False
+    compaction: JSONObject | None = attrs.field(default=None, eq=False)
+    """The compaction's record (for events; not part of the answer)."""
+
+
+@attrs.frozen
+class SummarizeResult:
+    """What a :class:`Summarize` did: ``applied`` (the window changed), ``stale``
+    (a compaction ran since the job read the window) or ``failed`` (recorded)."""
+
+    version: int
+    outcome: Literal["applied", "stale", "failed"]
+    used_tokens: int
+    needs_compaction: bool
+    compaction: JSONObject | None = attrs.field(default=None, eq=False)
 
 
 converter = cattrs.Converter(forbid_extra_keys=True)
@@ -471,6 +557,7 @@ def command_from_json(data: JSONObject) -> Command:
         "compact": Compact,
         "patch_metadata": PatchMetadata,
         "tombstone": Tombstone,
+        "summarize": Summarize,
     }
     command_type = kinds[data["kind"]]
     return converter.structure(data, command_type)

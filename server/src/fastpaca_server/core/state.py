@@ -18,8 +18,8 @@ from . import window as windows
 from .errors import Conflict, InvalidInput, NotFound
 from .idempotency import IdempotencyTable, Remembered, fingerprint_digest
 from .live_window import LiveWindow
-from .live_window import apply_policy as apply_live_policy
 from .models import (
+    COMPACTION_RECORDS_PER_CONTEXT,
     IDEMPOTENCY_KEYS_PER_CONTEXT,
     MAX_METADATA_BYTES,
     AppendedMessage,
@@ -37,12 +37,28 @@ from .models import (
     PatchMetadata,
     PutContext,
     PutMember,
+    Summarize,
+    SummarizeResult,
     Tombstone,
     canonical_json,
     content_digest,
     converter,
     ordered_json,
+    timestamp,
 )
+
+CUSTOM_POLICIES: dict[str, windows.CustomPolicy] = {}
+"""Custom policies by strategy name (filled at start-up from the ``fastpaca.policies``
+entry points; every node of a cluster must have the same)."""
+
+
+def custom_policy(name: str) -> windows.CustomPolicy | None:
+    return CUSTOM_POLICIES.get(name)
+
+
+def live_window(config: ContextConfig, messages: Sequence[Message] = ()) -> LiveWindow:
+    """A live window of ``messages`` indexed for ``config`` (its pins and steps)."""
+    return LiveWindow.of(messages, windows.pin_mask(config), windows.tracks_outputs(config))
 
 
 @attrs.define
@@ -68,6 +84,18 @@ class Context:
         default=None, eq=False
     )
     """The window's segments at one version (reads of an unchanged window reuse them)."""
+    compactions: int = 0
+    """Compactions so far: policy runs that changed the window, compactions sent
+    by the client, summaries."""
+    last_compaction: tuple[int, str] | None = None
+    """Time (ms) and policy of the newest compaction."""
+    records: list[bytes] = attrs.field(factory=list)
+    """The newest compaction records, as JSON (see :meth:`StateMachine._record`)."""
+    record_count: int = 0
+    """Records numbered so far (a record's ``number``; merged runs share one)."""
+    summaries: int = 0
+    summary_failures: int = 0
+    last_summary_error: str | None = None
 
     @property
     def last_seq(self) -> int:
@@ -91,7 +119,17 @@ class Context:
             needs_compaction=self.needs_compaction,
             created_at=self.created_at,
             updated_at=self.updated_at,
+            window_messages=len(self.live),
+            compactions=self.compactions,
+            last_compaction=self.last_compaction,
+            summary_failures=self.summary_failures,
+            last_summary_error=self.last_summary_error,
         )
+
+    def compaction_records(self, after: int, limit: int) -> list[bytes]:
+        """Kept records numbered above ``after``, oldest first, at most ``limit``."""
+        found = [r for r in self.records if json.loads(r)["number"] > after]
+        return found[:limit]
 
     def messages_between(self, after_seq: int, before_seq: int | None, limit: int) -> list[Message]:
         """Log messages with ``after_seq < seq < before_seq``, oldest first, at most ``limit``."""
@@ -110,7 +148,7 @@ class Context:
 
     def window_within(self, budget: int) -> list[Message]:
         """The window, trimmed (oldest unpinned units first) to fit ``budget`` tokens."""
-        return window_within(self.window, budget)
+        return window_within(self.window, budget, self.live.mask)
 
     def tail(self, offset: int, limit: int) -> list[Message]:
         """The ``limit`` messages before the newest ``offset``, oldest first."""
@@ -136,22 +174,29 @@ class ContextView:
     needs_compaction: bool
     created_at: int
     updated_at: int
+    window_messages: int = 0
+    compactions: int = 0
+    last_compaction: tuple[int, str] | None = None
+    summary_failures: int = 0
+    last_summary_error: str | None = None
+    compaction: JSONObject | None = attrs.field(default=None, eq=False)
+    """The record of a compaction this command set off (for events)."""
 
 
-def window_within(window: list[Message], budget: int) -> list[Message]:
+def window_within(window: list[Message], budget: int, mask: int = windows.PIN_ALL) -> list[Message]:
     """``window`` trimmed (oldest unpinned units first) to fit ``budget`` tokens.
 
     Raises ``budget_too_small`` when the pinned messages alone do not fit.
     """
     if windows.window_tokens(window) <= budget:
         return window
-    pinned = windows.pinned_tokens(window)
+    pinned = windows.pinned_tokens(window, mask)
     if pinned > budget:
         raise InvalidInput(
             f"Pinned messages use {pinned} tokens, more than budget_tokens={budget}.",
             "budget_too_small",
         )
-    return windows.trim(window, max_tokens=budget, max_messages=None)
+    return windows.trim(window, max_tokens=budget, max_messages=None, mask=mask)
 
 
 def merge_patch(target: JSONObject, patch: JSONObject) -> JSONObject:
@@ -211,6 +256,8 @@ class StateMachine:
             return self._compact(command)
         if isinstance(command, PatchMetadata):
             return self._patch_metadata(command)
+        if isinstance(command, Summarize):
+            return self._summarize(command)
         return self._tombstone(command)
 
     def put_member(self, command: PutMember) -> bool:
@@ -233,6 +280,7 @@ class StateMachine:
                 metadata=dict(command.metadata or {}),
                 created_at=command.at,
                 updated_at=command.at,
+                live=live_window(config),
             )
             self.contexts[context.id] = context
             return context.view()
@@ -246,7 +294,7 @@ class StateMachine:
                 "its counts would be wrong.",
                 "tokenizer_immutable",
             )
-        pinned = context.live.pinned_tokens
+        pinned = windows.pinned_tokens(context.window, windows.pin_mask(config))
         if config.policy.strategy != "manual" and pinned > config.token_budget:
             raise Conflict(
                 f"Pinned messages use {pinned} tokens, more than the new budget "
@@ -255,10 +303,10 @@ class StateMachine:
             )
         context.config = config
         context.metadata = metadata
-        context.live = LiveWindow.of(context.live.messages())  # new rules: index afresh
-        self._maintain_window(context, force=True, at=command.at)
+        context.live = live_window(config, context.live.messages())  # new rules: index afresh
+        record = self._maintain_window(context, force=True, at=command.at, cause="config")
         self._touch(context, command.at)
-        return context.view()
+        return attrs.evolve(context.view(), compaction=record)
 
     def _append(self, command: AppendMessages) -> AppendResult:
         context = self.get(command.context_id)
@@ -292,7 +340,7 @@ class StateMachine:
                 )
             )
         has_results = any(windows.tool_result_ids(m) for m in stored)
-        self._maintain_window(context, force=has_results, at=command.at)
+        record = self._maintain_window(context, force=has_results, at=command.at, cause="append")
         self._touch(context, command.at)
         result = AppendResult(
             version=context.version,
@@ -301,6 +349,7 @@ class StateMachine:
             used_tokens=context.used_tokens,
             needs_compaction=context.needs_compaction,
             window_messages=len(context.live),
+            compaction=record,
         )
         _remember(context, command.idempotency_key, command.fingerprint, result)
         return result
@@ -323,17 +372,32 @@ class StateMachine:
                 f"{config.token_budget}.",
                 "replacement_exceeds_budget",
             )
-        context.live = LiveWindow.of(replacement)
+        before = context.window
+        kept = {id(message) for message in replacement}
+        removed = [m.seq for m in before if id(m) not in kept]
+        action = windows.make_action(
+            None,
+            "client",
+            "replaced",
+            context.used_tokens,
+            total,
+            removed,
+            [],
+            f"the window was replaced by a compaction of {len(replacement)} messages",
+        )
+        context.live = live_window(config, replacement)
         context.used_tokens = total
         context.needs_compaction = (
             config.policy.strategy == "manual" and total > windows.trigger_tokens(config)
         )
+        record = self._record(context, command.at, "compact", [action])
         self._touch(context, command.at)
         result = CompactResult(
             version=context.version,
             used_tokens=context.used_tokens,
             needs_compaction=context.needs_compaction,
             message_count=len(replacement),
+            compaction=record,
         )
         _remember(context, command.idempotency_key, command.fingerprint, result)
         return result
@@ -364,8 +428,12 @@ class StateMachine:
         context.updated_at = max(context.updated_at, at)
 
     @staticmethod
-    def _maintain_window(context: Context, *, force: bool, at: int) -> None:
-        """Re-apply the policy when the window crossed the trigger or its limit.
+    def _maintain_window(
+        context: Context, *, force: bool, at: int, cause: str
+    ) -> JSONObject | None:
+        """Run the policy when the window crossed the trigger, a step's limit, or
+        (time_window) holds an expired unit. Returns the compaction record, if
+        the window changed.
 
         ``force`` (results were appended, or the config changed) also strips
         orphan results under non-manual policies. Amortised O(1) per appended
@@ -374,21 +442,147 @@ class StateMachine:
         config = context.config
         manual = config.policy.strategy == "manual"
         live = context.live
-        limit = windows.message_limit(config)
-        over_limit = limit is not None and live.unpinned_count > limit
-        cutoff = windows.expiry_cutoff(config, at)
-        runs = live.tokens > windows.trigger_tokens(config) or over_limit
-        runs = runs or (cutoff is not None and live.has_expired(cutoff))
+        runs = windows.should_run(live, config, at)
         if not manual and live.may_hold_orphans and (runs or force):
-            context.live = live = LiveWindow.of(windows.strip_orphan_results(live.messages()))
-            over_limit = limit is not None and live.unpinned_count > limit
-            runs = live.tokens > windows.trigger_tokens(config) or over_limit
-            runs = runs or (cutoff is not None and live.has_expired(cutoff))
+            context.live = live = live.rebuilt(windows.strip_orphan_results(live.messages()))
+            runs = windows.should_run(live, config, at)
+        record = None
         if runs:
-            context.needs_compaction = apply_live_policy(live, config, context.last_user_seq, at)
+            needs, actions = windows.run_policy(
+                live, config, context.last_user_seq, at, custom_policy
+            )
+            context.needs_compaction = needs
+            if actions:
+                record = StateMachine._record(context, at, cause, actions)
         else:
             context.needs_compaction = False
         context.used_tokens = live.tokens
+        return record
+
+    @staticmethod
+    def _record(
+        context: Context,
+        at: int,
+        cause: str,
+        actions: list[JSONObject],
+        *,
+        outcome: str = "applied",
+        extra: JSONObject | None = None,
+    ) -> JSONObject:
+        """Keep the record of a compaction (``outcome`` ``applied``) or of a failed
+        summary (``failed``, not counted as a compaction); return it.
+
+        A policy run that only dropped the messages right after those the
+        previous record dropped, for the same reason (``last_n`` at its limit
+        drops one message per append), extends that record (``runs`` counts
+        them) instead of pushing the older records out.
+        """
+        version = context.version + 1  # the version the command is about to make
+        policy = actions[0]["policy"] if cause == "compact" else context.config.policy.strategy
+        if outcome == "applied":
+            context.compactions += 1
+            context.last_compaction = (at, policy)
+        merged = (
+            _merge_record(context, at, version, cause, actions) if outcome == "applied" else None
+        )
+        if merged is not None:
+            return merged
+        context.record_count += 1
+        record: JSONObject = {
+            "number": context.record_count,
+            "version": version,
+            "at": timestamp(at),
+            "cause": cause,
+            "policy": policy,
+            "outcome": outcome,
+            "runs": 1,
+            "first_version": version,
+            "tokens_before": actions[0]["tokens_before"] if actions else context.used_tokens,
+            "tokens_after": actions[-1]["tokens_after"] if actions else context.used_tokens,
+            "actions": actions,
+            **(extra or {}),
+        }
+        context.records.append(ordered_json(record))
+        if len(context.records) > COMPACTION_RECORDS_PER_CONTEXT:
+            del context.records[: len(context.records) - COMPACTION_RECORDS_PER_CONTEXT]
+        return record
+
+    def _summarize(self, command: Summarize) -> SummarizeResult:
+        """Apply a summary job's outcome (see :class:`~.models.Summarize`)."""
+        context = self.get(command.context_id)
+        _require_active(context)
+        if command.summary is None:
+            error = (command.error or "the summary failed")[:500]
+            context.summary_failures += 1
+            context.last_summary_error = error
+            record = self._record(
+                context, command.at, "summary", [], outcome="failed", extra={"error": error}
+            )
+            self._touch(context, command.at)
+            return SummarizeResult(
+                context.version, "failed", context.used_tokens, context.needs_compaction, record
+            )
+        if command.base != context.compactions or context.config.policy.strategy != "summarize":
+            return SummarizeResult(
+                context.version, "stale", context.used_tokens, context.needs_compaction
+            )
+        window = context.window
+        mask = context.live.mask
+        units = windows.build_units(window, mask)
+        folded: set[int] = set()
+        for unit in units:
+            first = window[unit.indices[0]]
+            if first.seq is not None and first.seq > command.to_seq:
+                break
+            if not unit.pinned or any(windows.is_summary(window[i]) for i in unit.indices):
+                folded.update(unit.indices)
+        if not folded:
+            return SummarizeResult(
+                context.version, "stale", context.used_tokens, context.needs_compaction
+            )
+        previous = [window[i] for i in sorted(folded) if windows.is_summary(window[i])]
+        seqs = [window[i].seq for i in sorted(folded) if window[i].seq is not None]
+        from_seq = min(
+            [int((m.metadata or {})["summary"]["from_seq"]) for m in previous]
+            + [s for s in seqs if s is not None]
+            or [command.to_seq]
+        )
+        context.summaries += 1
+        metadata = {
+            "summary": {"number": context.summaries, "from_seq": from_seq, "to_seq": command.to_seq}
+        }
+        summary = attrs.evolve(command.summary, metadata=metadata).stored(None, command.at)
+        last_folded = max(folded)
+        new_window: list[Message] = []
+        for index, message in enumerate(window):
+            if index not in folded:
+                new_window.append(message)
+            if index == last_folded:
+                new_window.append(summary)
+        before = context.used_tokens
+        removed = [window[i].seq for i in sorted(folded)]
+        context.live = live_window(context.config, new_window)
+        action = windows.make_action(
+            None,
+            "summarize",
+            "summarized",
+            before,
+            context.live.tokens,
+            removed,
+            [],
+            f"folded into summary {context.summaries}",
+        )
+        action["summary"] = context.summaries
+        record = self._record(context, command.at, "summary", [action])
+        fallback = self._maintain_window(context, force=False, at=command.at, cause="summary")
+        self._touch(context, command.at)
+        return SummarizeResult(
+            context.version,
+            "applied",
+            context.used_tokens,
+            context.needs_compaction,
+            fallback if fallback is not None else record,
+        )
 
     # --- snapshots ---------------------------------------------------------
 
@@ -420,6 +614,39 @@ class StateMachine:
         return machine
 
 
+def _merge_record(
+    context: Context, at: int, version: int, cause: str, actions: list[JSONObject]
+) -> JSONObject | None:
+    """Extend the newest record with this run if it continues it (see ``_record``)."""
+    if cause != "append" or len(actions) != 1 or not context.records:
+        return None
+    action = actions[0]
+    removed = action["removed"]
+    if len(removed) != 1 or action["changed"] or "removed_unlogged" in action:
+        return None
+    previous = json.loads(context.records[-1])
+    if previous["cause"] != "append" or previous["outcome"] != "applied":
+        return None
+    if len(previous["actions"]) != 1:
+        return None
+    last = previous["actions"][0]
+    same = all(last[key] == action[key] for key in ("step", "policy", "reason"))
+    if not same or len(last["removed"]) != 1 or last["changed"] or "removed_unlogged" in last:
+        return None
+    if last["removed"][0][1] + 1 != removed[0][0]:
+        return None
+    last["removed"][0][1] = removed[0][1]
+    last["tokens_after"] = action["tokens_after"]
+    last["detail"] = action["detail"]
+    previous["version"] = version
+    previous["at"] = timestamp(at)
+    previous["runs"] += 1
+    previous["tokens_after"] = action["tokens_after"]
+    context.records[-1] = ordered_json(previous)
+    merged: JSONObject = previous
+    return merged
+
+
 def _context_to_json(context: Context) -> JSONObject:
     """A context as snapshot JSON. A window message that is the log's own message
     is stored as ``{"ref": seq}``, so a restored window shares the log's objects
@@ -446,6 +673,13 @@ def _context_to_json(context: Context) -> JSONObject:
         "needs_compaction": context.needs_compaction,
         "idempotency": context.idempotency.to_text(),
         "last_user_seq": context.last_user_seq,
+        "compactions": context.compactions,
+        "last_compaction": list(context.last_compaction) if context.last_compaction else None,
+        "records": [record.decode() for record in context.records],
+        "record_count": context.record_count,
+        "summaries": context.summaries,
+        "summary_failures": context.summary_failures,
+        "last_summary_error": context.last_summary_error,
     }
 
 
@@ -466,20 +700,30 @@ def _context_from_json(raw: JSONObject) -> Context:
         log[entry["ref"] - 1] if isinstance(entry, dict) else _message_from_json(entry)
         for entry in raw["window"]
     ]
+    config = converter.structure(raw["config"], ContextConfig)
+    last_compaction = raw.get("last_compaction")
     return Context(
         id=raw["id"],
-        config=converter.structure(raw["config"], ContextConfig),
+        config=config,
         metadata=raw["metadata"],
         created_at=raw["created_at"],
         updated_at=raw["updated_at"],
         status=raw["status"],
         version=raw["version"],
         log=log,
-        live=LiveWindow.of(window),
+        live=live_window(config, window),
         used_tokens=raw["used_tokens"],
         needs_compaction=raw["needs_compaction"],
         idempotency=IdempotencyTable.from_text(raw["idempotency"]),
         last_user_seq=raw["last_user_seq"],
+        # Snapshots of older versions have no records.
+        compactions=raw.get("compactions", 0),
+        last_compaction=(last_compaction[0], last_compaction[1]) if last_compaction else None,
+        records=[record.encode() for record in raw.get("records", [])],
+        record_count=raw.get("record_count", 0),
+        summaries=raw.get("summaries", 0),
+        summary_failures=raw.get("summary_failures", 0),
+        last_summary_error=raw.get("last_summary_error"),
     )
 
 
@@ -501,7 +745,7 @@ def _check_fits(context: Context, new: Sequence[Message]) -> None:
     if context.used_tokens + sum(m.token_count for m in new) <= budget:
         return  # everything fits, so every unit does (the common case: no scan)
     combined = windows.strip_orphan_results([*context.window, *new])
-    units = windows.build_units(combined)
+    units = windows.build_units(combined, context.live.mask)
     pinned = sum(unit.tokens for unit in units if unit.pinned)
     if pinned > budget:
         raise InvalidInput(

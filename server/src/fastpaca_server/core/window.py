@@ -12,26 +12,42 @@ holds a result without its call.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 import attrs
 
 from .models import (
+    DEFAULT_KEEP_TOOL_RESULTS,
     DEFAULT_LAST_N_LIMIT,
+    DEFAULT_PLACEHOLDER,
     DEFAULT_SKIP_KINDS,
     DEFAULT_TARGET_RATIO,
+    PIN_FLAG,
+    PIN_SYSTEM,
     ContextConfig,
     JSONObject,
     Message,
+    Policy,
+    converter,
 )
 
 TOOL_CALL = "tool_call"
 TOOL_RESULT = "tool_result"
+PIN_ALL = PIN_SYSTEM | PIN_FLAG
+"""The default pin mask: system messages and ``metadata.pinned`` messages stay."""
 
 
-def is_pinned(message: Message) -> bool:
-    """System messages and messages with ``metadata.pinned == true`` always stay."""
-    return message.pinned
+def pin_mask(config: ContextConfig) -> int:
+    """Which pins keep a message: ``pin: "none"`` leaves only ``metadata.pinned``."""
+    return PIN_FLAG if config.policy.config.get("pin") == "none" else PIN_ALL
+
+
+def is_pinned(message: Message, mask: int = PIN_ALL) -> bool:
+    """System messages (unless the policy says ``pin: "none"``) and messages with
+    ``metadata.pinned == true`` are never dropped by a policy."""
+    return bool(message.pinned & mask)
 
 
 def tool_call_ids(message: Message) -> tuple[str, ...]:
@@ -51,7 +67,7 @@ class Unit:
     tokens: int
 
 
-def build_units(window: Sequence[Message]) -> list[Unit]:
+def build_units(window: Sequence[Message], mask: int = PIN_ALL) -> list[Unit]:
     """Group a window into units, ordered by their first message.
 
     A message that answers calls of several units joins them into one. Tool
@@ -84,7 +100,7 @@ def build_units(window: Sequence[Message]) -> list[Unit]:
         units.append(
             Unit(
                 indices=ordered,
-                pinned=any(is_pinned(window[i]) for i in ordered),
+                pinned=any(is_pinned(window[i], mask) for i in ordered),
                 tokens=sum(window[i].token_count for i in ordered),
             )
         )
@@ -138,13 +154,13 @@ def _keep(window: Sequence[Message], units: Iterable[Unit]) -> list[Message]:
     return [window[i] for i in kept]
 
 
-def pinned_tokens(window: Sequence[Message]) -> int:
+def pinned_tokens(window: Sequence[Message], mask: int = PIN_ALL) -> int:
     """Tokens of pinned units (a pinned message and the tool messages bound to it)."""
-    return sum(u.tokens for u in build_units(window) if u.pinned)
+    return sum(u.tokens for u in build_units(window, mask) if u.pinned)
 
 
-def unpinned_count(window: Sequence[Message]) -> int:
-    return sum(len(u.indices) for u in build_units(window) if not u.pinned)
+def unpinned_count(window: Sequence[Message], mask: int = PIN_ALL) -> int:
+    return sum(len(u.indices) for u in build_units(window, mask) if not u.pinned)
 
 
 def trim(
@@ -153,6 +169,7 @@ def trim(
     max_tokens: int,
     max_messages: int | None,
     keep_newest: bool = False,
+    mask: int = PIN_ALL,
 ) -> list[Message]:
     """Strip orphan results, then drop the oldest unpinned units until both limits hold.
 
@@ -161,7 +178,7 @@ def trim(
     are not reached (the message just appended must reach the model).
     """
     window = strip_orphan_results(window)
-    units = build_units(window)
+    units = build_units(window, mask)
     last = len(window) - 1
     tokens = sum(u.tokens for u in units)
     count = sum(len(u.indices) for u in units if not u.pinned)
@@ -177,7 +194,7 @@ def trim(
 
 
 def strip_parts(
-    window: Sequence[Message], skip_kinds: Sequence[str], keep_from: int
+    window: Sequence[Message], skip_kinds: Sequence[str], keep_from: int, mask: int = PIN_ALL
 ) -> list[Message]:
     """Remove parts whose type starts with one of ``skip_kinds`` from older units.
 
@@ -191,7 +208,7 @@ def strip_parts(
     if not prefixes:
         return list(window)
     result: list[Message | None] = list(window)
-    for unit in build_units(window):
+    for unit in build_units(window, mask):
         if unit.pinned or unit.indices[0] >= keep_from:
             continue
         stripped = strip_unit([window[i] for i in unit.indices], prefixes)
@@ -269,11 +286,23 @@ def current_turn_start(window: Sequence[Message], turn_seq: int | None = None) -
     return len(window)
 
 
+def policy_steps(config: ContextConfig) -> list[Policy]:
+    """The policies a window runs, in order: a ``pipeline``'s steps, else the policy."""
+    policy = config.policy
+    if policy.strategy != "pipeline":
+        return [policy]
+    return [converter.structure(step, Policy) for step in policy.config["steps"]]
+
+
 def message_limit(config: ContextConfig) -> int | None:
-    """The most messages a window may hold (``None``: no limit, for manual and budget)."""
-    if config.policy.strategy in ("manual", "budget", "time_window"):
-        return None
-    return int(config.policy.config.get("limit", DEFAULT_LAST_N_LIMIT))
+    """The most messages a window may hold (``None``: no limit): the smallest
+    ``limit`` of its ``last_n`` and ``skip_parts`` steps."""
+    limits = [
+        int(step.config.get("limit", DEFAULT_LAST_N_LIMIT))
+        for step in policy_steps(config)
+        if step.strategy in ("last_n", "skip_parts")
+    ]
+    return min(limits) if limits else None
 
 
 def trigger_tokens(config: ContextConfig) -> int:
@@ -282,13 +311,17 @@ def trigger_tokens(config: ContextConfig) -> int:
 
 
 def expiry_cutoff(config: ContextConfig, at: int) -> int | None:
-    """``time_window``: messages created before this time (ms) have expired at ``at``."""
-    if config.policy.strategy != "time_window":
-        return None
-    return at - int(config.policy.config["max_age_seconds"]) * 1000
+    """Messages created before this time (ms) have expired at ``at`` under one of
+    the ``time_window`` steps (the shortest ``max_age_seconds``); ``None``: no step."""
+    ages = [
+        int(step.config["max_age_seconds"])
+        for step in policy_steps(config)
+        if step.strategy == "time_window"
+    ]
+    return at - min(ages) * 1000 if ages else None
 
 
-def drop_expired(window: Sequence[Message], cutoff: int) -> list[Message]:
+def drop_expired(window: Sequence[Message], cutoff: int, mask: int = PIN_ALL) -> list[Message]:
     """Drop the oldest unpinned units while they began before ``cutoff``.
 
     Units are looked at oldest first; pinned units are passed over (never
@@ -297,7 +330,7 @@ def drop_expired(window: Sequence[Message], cutoff: int) -> list[Message]:
     what is left has not expired, up to clock differences between the nodes
     that stamped the times.
     """
-    units = build_units(window)
+    units = build_units(window, mask)
     last = len(window) - 1
     dropped: set[int] = set()
     for unit in units:
@@ -309,13 +342,461 @@ def drop_expired(window: Sequence[Message], cutoff: int) -> list[Message]:
     return [message for index, message in enumerate(window) if index not in dropped]
 
 
-def target_tokens(config: ContextConfig) -> int:
-    """Window size a triggered policy trims down to: ``target_ratio`` of the budget
-    for ``budget``, the trigger for the others."""
-    if config.policy.strategy == "budget":
-        ratio = float(config.policy.config.get("target_ratio", DEFAULT_TARGET_RATIO))
-        return int(ratio * config.token_budget)
-    return trigger_tokens(config)
+def ratio_tokens(config: ContextConfig, options: JSONObject) -> int:
+    """``target_ratio`` (of ``options``, default 0.5) of the token budget."""
+    return int(float(options.get("target_ratio", DEFAULT_TARGET_RATIO)) * config.token_budget)
+
+
+# --- strip_tool_results: clearing tool output ----------------------------------------
+
+AI_SDK_OUTPUT_STATES = ("output-available", "output-error")
+CLEARED = "cleared"
+"""Key set to ``true`` in a tool output part whose output a policy replaced."""
+
+
+def output_kind(part: JSONObject) -> str | None:
+    """``tool_result``, ``tool`` (ai-sdk ``tool-<name>``) or ``dynamic-tool`` for a
+    part that holds a tool's output, else ``None``."""
+    part_type = part.get("type")
+    if part_type == TOOL_RESULT:
+        return TOOL_RESULT if isinstance(part.get("tool_call_id"), str) else None
+    if not isinstance(part_type, str) or not isinstance(part.get("toolCallId"), str):
+        return None
+    if part.get("state") not in AI_SDK_OUTPUT_STATES:
+        return None
+    if part_type == "dynamic-tool":
+        return part_type if isinstance(part.get("toolName"), str) else None
+    return "tool" if part_type.startswith("tool-") else None
+
+
+def _variables(part: JSONObject, kind: str) -> tuple[JSONObject, list[str]]:
+    """The cleared form of ``part`` with its variable strings blanked, and those strings."""
+    if kind == TOOL_RESULT:
+        return {"type": TOOL_RESULT, "tool_call_id": ""}, [str(part["tool_call_id"])]
+    if kind == "dynamic-tool":
+        blank = {"type": "dynamic-tool", "toolCallId": "", "toolName": ""}
+        return blank, [str(part["toolCallId"]), str(part["toolName"])]
+    name = str(part["type"]).removeprefix("tool-")
+    return {"type": "tool-", "toolCallId": ""}, [name, str(part["toolCallId"])]
+
+
+def _finish(blank: JSONObject, kind: str, placeholder: str) -> JSONObject:
+    if kind == TOOL_RESULT:
+        blank["payload"] = placeholder
+    else:
+        blank.update({"state": "output-available", "input": {}, "output": placeholder})
+    blank[CLEARED] = True
+    return blank
+
+
+def frame_part(kind: str, placeholder: str) -> JSONObject:
+    """The cleared form of a ``kind`` part with empty ids and names: what the API
+    counts once per placeholder (see :func:`cleared_tokens`)."""
+    blank = {
+        TOOL_RESULT: {"type": TOOL_RESULT, "tool_call_id": ""},
+        "tool": {"type": "tool-", "toolCallId": ""},
+        "dynamic-tool": {"type": "dynamic-tool", "toolCallId": "", "toolName": ""},
+    }[kind]
+    return _finish(dict(blank), kind, placeholder)
+
+
+FRAME_KINDS = (TOOL_RESULT, "tool", "dynamic-tool")
+
+
+def cleared_part(part: JSONObject, placeholder: str) -> JSONObject:
+    """``part`` (a tool output) with its output replaced by ``placeholder``.
+
+    A ``tool_result`` keeps its ``tool_call_id``; an ai-sdk tool part keeps its
+    type, call id and tool name, and its ``input`` becomes ``{}``. Both get
+    ``"cleared": true``.
+    """
+    kind = output_kind(part)
+    assert kind is not None
+    blank, values = _variables(part, kind)
+    if kind == TOOL_RESULT:
+        blank["tool_call_id"] = values[0]
+    elif kind == "dynamic-tool":
+        blank["toolCallId"], blank["toolName"] = values
+    else:
+        blank["type"], blank["toolCallId"] = part["type"], values[1]
+    return _finish(blank, kind, placeholder)
+
+
+def cleared_tokens(part: JSONObject, frames: JSONObject | None, placeholder: str) -> int:
+    """An upper bound on the tokens of :func:`cleared_part` of ``part``, without a tokenizer.
+
+    ``frames`` holds the tokenizer's exact count of each :func:`frame_part`
+    (stamped into the policy by the API); each id and name adds its UTF-8 JSON
+    length, quotes included (a token is at least one byte, and the two quotes
+    are the margin for merges across the joins). Without ``frames`` the
+    frame's own UTF-8 length stands in (a cruder upper bound).
+    """
+    kind = output_kind(part)
+    assert kind is not None
+    _, values = _variables(part, kind)
+    frame = frames.get(kind) if frames else None
+    if not isinstance(frame, int):
+        frame = len(json.dumps(frame_part(kind, placeholder), ensure_ascii=False).encode())
+    return frame + sum(len(json.dumps(value, ensure_ascii=False).encode()) for value in values)
+
+
+def call_names(window: Sequence[Message]) -> dict[str, str]:
+    """Tool name of each call id in the window (the newest call with that id)."""
+    names: dict[str, str] = {}
+    for message in window:
+        if message.calls:
+            for part in message.parts:
+                if part.get("type") == TOOL_CALL and "id" in part:
+                    names[str(part["id"])] = str(part.get("name"))
+    return names
+
+
+def output_name(part: JSONObject, kind: str, names: Callable[[str], str | None]) -> str | None:
+    """The tool whose output ``part`` holds (a ``tool_result``'s from its call)."""
+    if kind == TOOL_RESULT:
+        return names(str(part["tool_call_id"]))
+    if kind == "dynamic-tool":
+        return str(part["toolName"])
+    return str(part["type"]).removeprefix("tool-")
+
+
+def output_parts(message: Message) -> list[int]:
+    """Indices of the parts of ``message`` that hold a tool's output."""
+    if not may_hold_output(message):
+        return []
+    return [i for i, part in enumerate(message.parts) if output_kind(part) is not None]
+
+
+def may_hold_output(message: Message) -> bool:
+    """A cheap test that ``message`` may hold tool output (no false negatives)."""
+    return bool(message.results) or b'"state":"output-' in message.raw
+
+
+def clear_choices(
+    candidates: Iterable[tuple[Message, list[int]]],
+    options: JSONObject,
+    mask: int,
+    names: Callable[[str], str | None],
+) -> tuple[list[tuple[Message, Message]], int]:
+    """Which candidate outputs :func:`clear_tool_results` clears: ``[(message, cleared
+    message)]`` and the tokens that saves. An output is cleared unless it is
+    cleared already, its message is pinned, its tool is excluded, or the
+    placeholder would not be smaller."""
+    placeholder = str(options.get("placeholder", DEFAULT_PLACEHOLDER))
+    frames = options.get("frames")
+    excluded = set(options.get("exclude_tools", ()))
+    changes: list[tuple[Message, Message]] = []
+    saved = 0
+    for message, indices in candidates:
+        if not indices or is_pinned(message, mask):
+            continue
+        parts = message.parts
+        counts = message.part_tokens
+        replaced: dict[int, tuple[JSONObject, int]] = {}
+        for index in indices:
+            part = parts[index]
+            kind = output_kind(part)
+            if kind is None or part.get(CLEARED) is True:
+                continue
+            if excluded and output_name(part, kind, names) in excluded:
+                continue
+            tokens = cleared_tokens(part, frames, placeholder)
+            if tokens >= counts[index]:
+                continue
+            replaced[index] = (cleared_part(part, placeholder), tokens)
+            saved += counts[index] - tokens
+        if replaced:
+            changes.append((message, message.with_replaced(replaced)))
+    return changes, saved
+
+
+def clear_tool_results(
+    window: Sequence[Message], options: JSONObject, mask: int = PIN_ALL
+) -> list[Message]:
+    """Replace the output of every tool output but the newest ``keep`` with the
+    placeholder, if that saves at least ``clear_at_least`` tokens (else nothing).
+
+    ``keep`` counts every tool output in the window (cleared or not); outputs
+    of ``exclude_tools`` and of pinned messages are never cleared.
+    """
+    keep = int(options.get("keep", DEFAULT_KEEP_TOOL_RESULTS))
+    outputs = [(index, part) for index, m in enumerate(window) for part in output_parts(m)]
+    candidates = outputs[: max(len(outputs) - keep, 0)]
+    by_message: dict[int, list[int]] = {}
+    for index, part in candidates:
+        by_message.setdefault(index, []).append(part)
+    names = call_names(window) if options.get("exclude_tools") else {}
+    changes, saved = clear_choices(
+        ((window[index], parts) for index, parts in by_message.items()), options, mask, names.get
+    )
+    if not changes or saved < max(int(options.get("clear_at_least", 0)), 1):
+        return list(window)
+    new = {id(old): cleared for old, cleared in changes}
+    return [new.get(id(message), message) for message in window]
+
+
+# --- running a policy --------------------------------------------------------------------
+
+
+class WindowOps(Protocol):
+    """What :func:`run_policy` needs of a window: :class:`ListWindow` computes each
+    operation from scratch (the reference), the live window incrementally."""
+
+    @property
+    def tokens(self) -> int: ...
+
+    @property
+    def unpinned_count(self) -> int: ...
+
+    @property
+    def mask(self) -> int: ...
+
+    def trim(self, *, max_tokens: int, max_messages: int | None, keep_newest: bool) -> None: ...
+
+    def drop_expired(self, cutoff: int) -> None: ...
+
+    def has_expired(self, cutoff: int) -> bool: ...
+
+    def strip_older_turns(self, kinds: Sequence[str], turn_seq: int | None) -> None: ...
+
+    def clear_tool_results(self, options: JSONObject) -> None: ...
+
+    def messages(self) -> list[Message]: ...
+
+    def keep_only(self, kept: Sequence[Message]) -> None:
+        """Keep only ``kept`` (a subsequence of the window)."""
+
+    def take_changes(self) -> tuple[list[int | None], list[int]]:
+        """Seqs removed (``None``: a message not from the log) and seqs whose
+        message changed since the last call, in window order."""
+
+
+class ListWindow:
+    """A window as a plain list; every operation re-applies the rules above."""
+
+    def __init__(self, window: Sequence[Message], mask: int = PIN_ALL) -> None:
+        self.window = list(window)
+        self.mask = mask
+        self._mark = list(window)
+
+    @property
+    def tokens(self) -> int:
+        return window_tokens(self.window)
+
+    @property
+    def unpinned_count(self) -> int:
+        return unpinned_count(self.window, self.mask)
+
+    def trim(self, *, max_tokens: int, max_messages: int | None, keep_newest: bool) -> None:
+        self.window = trim(
+            self.window,
+            max_tokens=max_tokens,
+            max_messages=max_messages,
+            keep_newest=keep_newest,
+            mask=self.mask,
+        )
+
+    def drop_expired(self, cutoff: int) -> None:
+        self.window = drop_expired(strip_orphan_results(self.window), cutoff, self.mask)
+
+    def has_expired(self, cutoff: int) -> bool:
+        return len(drop_expired(self.window, cutoff, self.mask)) < len(self.window)
+
+    def strip_older_turns(self, kinds: Sequence[str], turn_seq: int | None) -> None:
+        start = current_turn_start(self.window, turn_seq)
+        self.window = strip_parts(self.window, kinds, start, self.mask)
+
+    def clear_tool_results(self, options: JSONObject) -> None:
+        self.window = clear_tool_results(self.window, options, self.mask)
+
+    def messages(self) -> list[Message]:
+        return list(self.window)
+
+    def keep_only(self, kept: Sequence[Message]) -> None:
+        self.window = list(kept)
+
+    def take_changes(self) -> tuple[list[int | None], list[int]]:
+        after = {id(m) for m in self.window}
+        by_seq = {m.seq: m for m in self.window if m.seq is not None}
+        removed: list[int | None] = []
+        changed: list[int] = []
+        for message in self._mark:
+            if id(message) in after:
+                continue
+            if message.seq is not None and message.seq in by_seq:
+                changed.append(message.seq)
+            else:
+                removed.append(message.seq)
+        self._mark = list(self.window)
+        return removed, changed
+
+
+CustomPolicy = Callable[[list[Message], JSONObject], Sequence[Message]]
+"""A custom policy: ``(window, config) -> window``, a subsequence of its input."""
+
+
+def run_policy(
+    ops: WindowOps,
+    config: ContextConfig,
+    turn_seq: int | None,
+    at: int | None,
+    custom: Callable[[str], CustomPolicy | None] = lambda name: None,
+    *,
+    always: bool = False,
+) -> tuple[bool, list[JSONObject]]:
+    """Run the context's policy on a window that needs it. Returns
+    ``(needs_compaction, actions)``: what each step removed or changed, and why.
+
+    Steps run in turn (a plain policy is a pipeline of one), each only while
+    the window still needs it: ``time_window`` drops expired units, then trims
+    to the trigger if the window is over it; ``last_n`` and ``skip_parts``
+    run when the window is over the trigger or over their ``limit`` (skip_parts
+    strips parts of older turns first) and trim to the trigger and the limit;
+    ``budget`` runs over the trigger and trims to ``target_ratio * token_budget``;
+    ``strip_tool_results`` runs over the trigger, clears old tool output, and
+    falls back to ``budget`` if that was not enough. Whatever the steps left,
+    a window over the budget is then trimmed to it: the model call never
+    overruns. ``manual`` never changes the window; ``summarize`` trims only
+    over the budget (its summaries come from the leader, not from here).
+    With ``always``, a single policy (not a pipeline) runs its step even if
+    the window does not need it (callers that checked :func:`should_run`).
+    """
+    strategy = config.policy.strategy
+    if strategy == "manual":
+        return True, []
+    trigger = trigger_tokens(config)
+    budget = config.token_budget
+    actions: list[JSONObject] = []
+    ops.take_changes()
+
+    def note(step: int | None, policy: str, reason: str, before: int, detail: str) -> None:
+        removed, changed = ops.take_changes()
+        if removed or changed:
+            actions.append(
+                make_action(step, policy, reason, before, ops.tokens, removed, changed, detail)
+            )
+
+    def trim(step: int | None, policy: str, target: int, limit: int | None, reason: str) -> None:
+        before, count = ops.tokens, ops.unpinned_count
+        ops.trim(max_tokens=target, max_messages=limit, keep_newest=True)
+        if reason == "over_message_limit":
+            detail = f"{count} messages, over the limit of {limit}"
+        else:
+            detail = f"{before} tokens, over the trigger of {trigger}; trimmed to {target}"
+        note(step, policy, reason, before, detail)
+
+    if strategy == "summarize":
+        if ops.tokens > budget:
+            trim(None, strategy, ratio_tokens(config, config.policy.config), None, "over_budget")
+        return ops.tokens > trigger, actions
+    steps = policy_steps(config)
+    forced = always and strategy != "pipeline"
+    for index, step in enumerate(steps):
+        name, options = step.strategy, step.config
+        if name == "time_window":
+            if at is not None:
+                age = int(options["max_age_seconds"])
+                before = ops.tokens
+                ops.drop_expired(at - age * 1000)
+                note(index, name, "expired", before, f"created more than {age} s before")
+            if ops.tokens > trigger:
+                trim(index, name, trigger, None, "over_trigger")
+        elif name in ("last_n", "skip_parts"):
+            limit = int(options.get("limit", DEFAULT_LAST_N_LIMIT))
+            if ops.tokens <= trigger and ops.unpinned_count <= limit and not forced:
+                continue
+            if name == "skip_parts":
+                kinds = options.get("skip_kinds", list(DEFAULT_SKIP_KINDS))
+                before = ops.tokens
+                ops.strip_older_turns(kinds, turn_seq)
+                note(
+                    index, name, "parts_skipped", before, f"{', '.join(kinds)} parts of older turns"
+                )
+            over = ops.tokens > trigger
+            trim(
+                index,
+                name,
+                trigger if over else budget,
+                limit,
+                "over_trigger" if over else "over_message_limit",
+            )
+        elif name == "budget":
+            if ops.tokens > trigger or forced:
+                trim(index, name, ratio_tokens(config, options), None, "over_trigger")
+        elif name == "strip_tool_results":
+            if ops.tokens <= trigger and not forced:
+                continue
+            before = ops.tokens
+            ops.clear_tool_results(options)
+            keep = int(options.get("keep", DEFAULT_KEEP_TOOL_RESULTS))
+            note(index, name, "tool_output_cleared", before, f"kept the newest {keep} tool outputs")
+            if ops.tokens > trigger:
+                trim(index, name, ratio_tokens(config, options), None, "over_trigger")
+        else:
+            if ops.tokens <= trigger and not forced:
+                continue
+            _run_custom(ops, name, options, custom(name))
+            note(index, name, "custom", ops.tokens, f"custom policy {name}")
+            if ops.tokens > trigger:
+                trim(index, name, trigger, None, "over_trigger")
+    if ops.tokens > budget:
+        before = ops.tokens
+        ops.trim(max_tokens=budget, max_messages=message_limit(config), keep_newest=False)
+        note(None, strategy, "over_budget", before, f"{before} tokens, over the budget of {budget}")
+    return False, actions
+
+
+def _run_custom(
+    ops: WindowOps, name: str, options: JSONObject, policy: CustomPolicy | None
+) -> None:
+    """Apply a custom policy: what it returns is kept if it was in the window;
+    pinned messages it dropped come back (without a policy, nothing changes:
+    the trim to the trigger that follows keeps the budget)."""
+    if policy is None:
+        return
+    window = ops.messages()
+    try:
+        returned = policy(list(window), dict(options))
+    except Exception:  # a plugin's bug must not stop the state machine: keep the window
+        return
+    wanted = {id(message) for message in returned if isinstance(message, Message)}
+    kept = [m for m in window if id(m) in wanted or is_pinned(m, ops.mask)]
+    ops.keep_only(strip_orphan_results(kept))
+
+
+def _ranges(seqs: Iterable[int]) -> list[list[int]]:
+    """Sorted seqs as ``[from, to]`` runs of consecutive numbers."""
+    runs: list[list[int]] = []
+    for seq in sorted(seqs):
+        if runs and runs[-1][1] == seq - 1:
+            runs[-1][1] = seq
+        else:
+            runs.append([seq, seq])
+    return runs
+
+
+def make_action(
+    step: int | None,
+    policy: str,
+    reason: str,
+    before: int,
+    after: int,
+    removed: list[int | None],
+    changed: list[int],
+    detail: str,
+) -> JSONObject:
+    action: JSONObject = {"step": step, "policy": policy, "reason": reason}
+    logged = [seq for seq in removed if seq is not None]
+    action["removed"] = _ranges(logged)
+    others = len(removed) - len(logged)
+    if others:
+        action["removed_unlogged"] = others
+    gone = set(logged)
+    action["changed"] = _ranges(seq for seq in changed if seq not in gone)
+    action["tokens_before"] = before
+    action["tokens_after"] = after
+    action["detail"] = detail
+    return action
 
 
 def apply_policy(
@@ -323,36 +804,12 @@ def apply_policy(
     config: ContextConfig,
     turn_seq: int | None = None,
     at: int | None = None,
+    custom: Callable[[str], CustomPolicy | None] = lambda name: None,
 ) -> tuple[list[Message], bool]:
-    """Rewrite a window that crossed the trigger. Returns ``(window, needs_compaction)``.
-
-    Non-manual policies trim to the trigger (``trigger_ratio * token_budget``),
-    which leaves headroom for the model's answer and means the policy runs
-    again only after the window has grown past the trigger once more; a
-    window that is over its message limit only is trimmed to the limit.
-    ``budget`` has no message limit and trims to ``target_ratio *
-    token_budget`` instead (default 0.5: fewer, larger compactions, so the
-    prompt prefix stays the same, and cached, for longer).
-    """
-    strategy, options = config.policy.strategy, config.policy.config
-    if strategy == "manual":
-        return list(window), True
-    if strategy == "skip_parts":
-        kinds = options.get("skip_kinds", list(DEFAULT_SKIP_KINDS))
-        window = strip_parts(window, kinds, current_turn_start(window, turn_seq))
-    cutoff = expiry_cutoff(config, at) if at is not None else None
-    if cutoff is not None:
-        window = drop_expired(strip_orphan_results(window), cutoff)
-        if window_tokens(window) <= trigger_tokens(config):
-            return list(window), False  # only expired messages had to go
-    limit = message_limit(config)
-    target = target_tokens(config)  # both ratios are <= 1, so never above the budget
-    if window_tokens(window) <= target:
-        target = config.token_budget  # only over the message limit
-    trimmed = trim(window, max_tokens=target, max_messages=limit, keep_newest=True)
-    if window_tokens(trimmed) > config.token_budget:
-        trimmed = trim(trimmed, max_tokens=config.token_budget, max_messages=limit)
-    return trimmed, False
+    """:func:`run_policy` on a plain list. Returns ``(window, needs_compaction)``."""
+    ops = ListWindow(window, pin_mask(config))
+    needs, _ = run_policy(ops, config, turn_seq, at, custom, always=True)
+    return ops.window, needs
 
 
 def window_tokens(window: Sequence[Message]) -> int:
@@ -364,6 +821,18 @@ def segments(window: Sequence[Message]) -> list[dict[str, int | str | None]]:
     runs: list[dict[str, int | str | None]] = []
     for message in window:
         last = runs[-1] if runs else None
+        if message.seq is None and is_summary(message):
+            covered = (message.metadata or {})["summary"]
+            runs.append(
+                {
+                    "type": "summary",
+                    "from_seq": covered.get("from_seq"),
+                    "to_seq": covered.get("to_seq"),
+                    "count": 1,
+                    "tokens": message.token_count,
+                }
+            )
+            continue
         if message.seq is None:
             if last is not None and last["type"] == "replacement":
                 last["count"] = int(last["count"] or 0) + 1
@@ -386,3 +855,30 @@ def segments(window: Sequence[Message]) -> list[dict[str, int | str | None]]:
             }
         )
     return runs
+
+
+def tracks_outputs(config: ContextConfig) -> bool:
+    """Whether the window should keep its tool outputs in order (``strip_tool_results``)."""
+    return any(step.strategy == "strip_tool_results" for step in policy_steps(config))
+
+
+def should_run(ops: WindowOps, config: ContextConfig, at: int | None) -> bool:
+    """Whether the policy has work: the window is over the trigger, over a step's
+    message limit, or (``time_window``) holds an expired unit."""
+    if config.policy.strategy == "manual" or ops.tokens > trigger_tokens(config):
+        return ops.tokens > trigger_tokens(config)
+    if config.policy.strategy == "summarize":
+        return False
+    limit = message_limit(config)
+    if limit is not None and ops.unpinned_count > limit:
+        return True
+    cutoff = expiry_cutoff(config, at) if at is not None else None
+    return cutoff is not None and ops.has_expired(cutoff)
+
+
+def is_summary(message: Message) -> bool:
+    """Whether ``message`` is a summary the ``summarize`` policy put in the window."""
+    if message.seq is not None or b'"summary":{' not in message.raw:
+        return False
+    metadata = message.metadata
+    return isinstance(metadata, dict) and isinstance(metadata.get("summary"), dict)
