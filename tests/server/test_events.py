@@ -404,9 +404,16 @@ def test_every_change_is_an_event(server: ServerProcess) -> None:
             ("context", "config", 4),
             ("message", None, 5),
             ("context", "appended", 5),
+            ("compaction_record", None, 6),
             ("compaction", None, 6),
         ]
-        assert feed.events[-4]["needs_compaction"] is True  # 10-token budget, manual
+        assert feed.events[-5]["needs_compaction"] is True  # 10-token budget, manual
+        record = feed.events[-2]["record"]
+        assert (record["cause"], record["policy"], record["actions"][0]["reason"]) == (
+            "compact",
+            "client",
+            "replaced",
+        )
         window = await subscriber.get(f"/v1/contexts/{context_id}/context")
         assert feed.events[-1]["segments"] == window["segments"]
         assert feed.events[-1]["used_tokens"] == window["used_tokens"] == context["used_tokens"]

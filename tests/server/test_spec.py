@@ -44,6 +44,8 @@ UNTESTABLE = {
     # Membership changes need a cluster; their 503s are covered in tests/cluster.
     ("POST", "/v1/cluster/members", 503),
     ("DELETE", "/v1/cluster/members/{raft_address}", 503),
+    # A preview writes nothing: its 503 is the not-ready one every /v1 route shares.
+    ("POST", "/v1/contexts/{context_id}/preview", 503),
 }
 UNREPRODUCIBLE_CODES = {"tokenizer_changed"}  # a race between counting tokens and applying
 
@@ -169,9 +171,21 @@ def test_spec_bounds_are_the_servers_constants() -> None:
     assert put["token_budget"]["maximum"] == models.MAX_TOKEN_BUDGET
     assert put["trigger_ratio"]["default"] == models.DEFAULT_TRIGGER_RATIO
     assert schemas["Tokenizer"]["enum"] == list(models.TOKENIZERS)
-    strategies = [v["properties"]["strategy"]["const"] for v in schemas["Policy"]["oneOf"]]
-    assert strategies == list(models.STRATEGIES)
-    last_n, skip_parts, budget, time_window, _ = schemas["PolicyInput"]["oneOf"]
+    for name in ("Policy", "PolicyInput"):
+        *branches, custom = schemas[name]["oneOf"]
+        strategies = [v["properties"]["strategy"]["const"] for v in branches]
+        assert sorted(strategies) == sorted(models.STRATEGIES)
+        assert custom["properties"]["strategy"]["not"]["enum"] == list(models.STRATEGIES)
+    steps = [v["properties"]["strategy"]["const"] for v in schemas["PolicyStepInput"]["oneOf"]]
+    assert steps == list(models.STEP_STRATEGIES)
+    last_n, skip_parts, budget, time_window, strip, pipeline, *_ = schemas["PolicyInput"]["oneOf"]
+    strip_config = strip["properties"]["config"]["properties"]
+    assert strip_config["keep"]["default"] == models.DEFAULT_KEEP_TOOL_RESULTS
+    assert strip_config["placeholder"]["default"] == models.DEFAULT_PLACEHOLDER
+    assert strip_config["placeholder"]["maxLength"] == validation.MAX_PLACEHOLDER_LENGTH
+    assert strip_config["exclude_tools"]["maxItems"] == validation.MAX_EXCLUDED_TOOLS
+    steps_schema = pipeline["properties"]["config"]["properties"]["steps"]
+    assert steps_schema["maxItems"] == models.MAX_PIPELINE_STEPS
     target = budget["properties"]["config"]["properties"]["target_ratio"]
     assert target["default"] == models.DEFAULT_TARGET_RATIO
     age = time_window["properties"]["config"]["properties"]["max_age_seconds"]
@@ -302,6 +316,15 @@ def test_every_operation_answers_as_the_spec_says(server: ServerProcess) -> None
         window = ok("GET", f"{base}/context")
         assert [s["type"] for s in window["segments"]] == ["replacement", "log"]
         assert window["messages"][0]["seq"] is None
+        records = ok("GET", f"{base}/compactions", params={"after": 0, "limit": 10})
+        assert records["compactions"] == 1
+        assert records["records"][0]["actions"][0]["removed"] == [[1, 4]]
+        preview = ok(
+            "POST",
+            f"{base}/preview",
+            json={"token_budget": 30, "policy": {"strategy": "strip_tool_results"}},
+        )
+        assert preview["config"]["policy"]["strategy"] == "strip_tool_results"
 
         # The live feeds: both replay everything after the cursor; on a tombstoned context
         # they end after `tombstoned` (before it, the SSE response would never end).
@@ -415,6 +438,13 @@ ERROR_CASES = [
         json={"token_budget": 10, "policy": {"strategy": "manual", "config": {"limit": 3}}},
     ),
     case("PUT", MISSING, 400, "invalid_request", json={}),
+    case(
+        "PUT",
+        MISSING,
+        400,
+        "summarizer_not_configured",
+        json={"token_budget": 10, "policy": {"strategy": "summarize"}},
+    ),
     case("PUT", MISSING, 400, "invalid_request", json={"token_budget": 0}),
     case("PUT", TOMBSTONED, 409, "context_tombstoned", json={"token_budget": 10}),
     case(
@@ -546,6 +576,23 @@ ERROR_CASES = [
     case("GET", f"{ACTIVE}/tail", 400, "invalid_request", params={"offset": -1}),
     case("GET", f"{ACTIVE}/tail", 400, "invalid_request", params={"limit": "ten"}),
     case("GET", f"{MISSING}/tail", 404, "not_found"),
+    # GET /v1/contexts/{id}/compactions and POST …/preview
+    case("GET", f"{BAD}/compactions", 400, "invalid_context_id"),
+    case("GET", f"{ACTIVE}/compactions", 400, "unknown_field", params={"offset": 1}),
+    case("GET", f"{ACTIVE}/compactions", 400, "invalid_request", params={"after": -1}),
+    case("GET", f"{MISSING}/compactions", 404, "not_found"),
+    case("POST", f"{BAD}/preview", 400, "invalid_context_id", json={}),
+    case("POST", f"{ACTIVE}/preview", 400, "invalid_json", content=b"{"),
+    case("POST", f"{ACTIVE}/preview", 400, "unknown_field", json={"metadata": {}}),
+    case("POST", f"{ACTIVE}/preview", 400, "invalid_request", json={"token_budget": 0}),
+    case(
+        "POST",
+        f"{ACTIVE}/preview",
+        400,
+        "invalid_request",
+        json={"policy": {"strategy": "pipeline", "config": {"steps": []}}},
+    ),
+    case("POST", f"{MISSING}/preview", 404, "not_found", json={}),
     # GET /v1/contexts/{id}/context
     case("GET", f"{BAD}/context", 400, "invalid_context_id"),
     case("GET", f"{ACTIVE}/context", 400, "unknown_field", params={"limit": 1}),

@@ -25,6 +25,7 @@ from aiohttp import web
 from .api import create_app
 from .api.keys import STORE
 from .config import DEFAULT_MAX_BODY_BYTES, ServerConfig
+from .plugins import PolicyPluginError
 from .replication import DataDirectoryError, JournalCorrupted
 from .replication.cluster import ClusterConfig, ClusterConfigError, check
 from .replication.shards import MAX_GROUPS
@@ -207,6 +208,25 @@ def build_parser() -> argparse.ArgumentParser:
         None,
         "this node's API URL as other nodes and clients reach it (default: http://HOST:PORT)",
     )
+    summaries = parser.add_argument_group(
+        "summaries", "the summarize policy (the API key is read from FASTPACA_SUMMARIZER_API_KEY)"
+    )
+    _add(
+        summaries,
+        "--summarizer-base-url",
+        "SUMMARIZER_BASE_URL",
+        None,
+        "OpenAI-compatible API the summarize policy calls, e.g. https://api.openai.com/v1",
+    )
+    _add(summaries, "--summarizer-model", "SUMMARIZER_MODEL", None, "model that writes summaries")
+    _add(
+        summaries,
+        "--summarizer-timeout",
+        "SUMMARIZER_TIMEOUT",
+        "30",
+        "seconds a summary may take before it counts as failed",
+        float,
+    )
     variable = _variable("REPAIR_JOURNAL")
     try:
         repair = _flag(os.environ.get(variable, "0"))
@@ -240,6 +260,10 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         )
     if not 0 < args.events_heartbeat < args.events_idle_timeout:
         parser.error("0 < --events-heartbeat < --events-idle-timeout")
+    if bool(args.summarizer_base_url) != bool(args.summarizer_model):
+        parser.error("the summarizer needs both --summarizer-base-url and --summarizer-model")
+    if args.summarizer_timeout <= 0:
+        parser.error("--summarizer-timeout > 0")
     if not 1 <= args.groups <= MAX_GROUPS:
         parser.error(f"--groups must be between 1 and {MAX_GROUPS}")
     cluster = None
@@ -277,6 +301,10 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         groups=args.groups,
         cluster=cluster,
         advertise_url=args.advertise_url or None,
+        summarizer_base_url=args.summarizer_base_url or None,
+        summarizer_model=args.summarizer_model or None,
+        summarizer_api_key=os.environ.get(_variable("SUMMARIZER_API_KEY")) or None,
+        summarizer_timeout=args.summarizer_timeout,
     )
 
 
@@ -314,7 +342,10 @@ async def serve(config: ServerConfig) -> int:
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    app = create_app(config)
+    try:
+        app = create_app(config)
+    except PolicyPluginError as error:
+        return _refuse(str(error))
     runner = web.AppRunner(app, access_log=None)
     try:
         try:

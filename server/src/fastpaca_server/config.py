@@ -39,6 +39,12 @@ class ServerConfig:
     """Raft peers and secret; ``None`` for a single node."""
     advertise_url: str | None = None
     """Where clients and other nodes reach this node's API (default: from host and port)."""
+    summarizer_base_url: str | None = None
+    """OpenAI-compatible endpoint the ``summarize`` policy calls (``None``: policy refused)."""
+    summarizer_model: str | None = None
+    summarizer_api_key: str | None = attrs.field(default=None, repr=False)
+    summarizer_timeout: float = 30.0
+    """Seconds a summary may take; past it the summary fails (the budget fallback holds)."""
 
     @property
     def http_url(self) -> str:

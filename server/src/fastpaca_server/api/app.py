@@ -17,14 +17,17 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from ..config import ServerConfig
+from ..plugins import load_policies
 from ..replication import DataDirectoryLock
+from ..summarizer import Summarizer, SummarizerConfig
 from . import streams
 from .errors import Handler, error_middleware, error_response
 from .events import EventHub
-from .keys import CONFIG, EVENTS, METRICS, STORE
+from .keys import CONFIG, CUSTOM, EVENTS, METRICS, STORE, SUMMARIES
 from .metrics import Metrics
 from .routes import routes
 from .startup import NotReady, StoreStartup
+from .summaries import SummaryJobs
 
 
 def _is_api_path(path: str) -> bool:
@@ -91,8 +94,11 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
     startup = app[STORE]
     # The event hub listens from before the Raft thread starts: it sees the journal replayed.
     loop = asyncio.get_running_loop()
-    startup.start(apply_listeners=lambda: [app[EVENTS].listener(loop)])
+    startup.start(
+        apply_listeners=lambda: [app[EVENTS].listener(loop), app[SUMMARIES].listener(loop)]
+    )
     yield
+    await app[SUMMARIES].close()
     await startup.close()
 
 
@@ -101,7 +107,23 @@ async def _end_streams(app: web.Application) -> None:
     app[EVENTS].end_all("shutting_down")
 
 
+def _summarizer(config: ServerConfig) -> Summarizer | None:
+    if not config.summarizer_base_url or not config.summarizer_model:
+        return None
+    return Summarizer(
+        SummarizerConfig(
+            base_url=config.summarizer_base_url,
+            model=config.summarizer_model,
+            api_key=config.summarizer_api_key,
+            timeout=config.summarizer_timeout,
+        )
+    )
+
+
 def create_app(config: ServerConfig) -> web.Application:
+    """The app; raises :class:`~..plugins.PolicyPluginError` if a custom policy
+    cannot be loaded."""
+    custom = tuple(load_policies())
     metrics = Metrics()
     startup = StoreStartup(config)
     middlewares: list[Middleware] = [metrics.middleware(), error_middleware]
@@ -112,6 +134,8 @@ def create_app(config: ServerConfig) -> web.Application:
     app[CONFIG] = config
     app[METRICS] = metrics
     app[STORE] = startup
+    app[CUSTOM] = custom
+    app[SUMMARIES] = SummaryJobs(startup, _summarizer(config), metrics)
     app[EVENTS] = EventHub(
         retain=config.events_retain,
         retain_total=config.events_retain_total,

@@ -43,6 +43,8 @@ from ..core import (
     PatchMetadata,
     PutContext,
     StateMachine,
+    Summarize,
+    SummarizeResult,
     Tombstone,
 )
 from ..core import window as windows
@@ -53,7 +55,7 @@ from . import render
 
 logger = logging.getLogger(__name__)
 
-EVENT_TYPES = ("message", "context", "compaction", "tombstoned", "gap")
+EVENT_TYPES = ("message", "compaction_record", "context", "compaction", "tombstoned", "gap")
 """The ``type`` of every event a feed carries (``ping`` and ``error`` are not events)."""
 
 
@@ -134,6 +136,7 @@ def _build(
             if include_messages:
                 event["message"] = render.message(message.stored(appended.seq, command.at))
             events.append(event)
+        events.extend(_record_event(version, result.compaction))
         events.append(
             _context_event(
                 version, "appended", result.last_seq, result.used_tokens, result.needs_compaction
@@ -143,6 +146,7 @@ def _build(
     if isinstance(command, Compact):
         assert isinstance(result, CompactResult)
         return [
+            *_record_event(version, result.compaction),
             {
                 "type": "compaction",
                 "version": version,
@@ -150,17 +154,37 @@ def _build(
                 "needs_compaction": result.needs_compaction,
                 "message_count": result.message_count,
                 "segments": segments or [],
-            }
+            },
         ]
     if isinstance(command, Tombstone):
         return [tombstoned_event(version)]
+    if isinstance(command, Summarize):
+        assert isinstance(result, SummarizeResult)
+        last_seq = int(result.last_seq)
+        return [
+            *_record_event(version, result.compaction),
+            _context_event(
+                version, "summary", last_seq, result.used_tokens, result.needs_compaction
+            ),
+        ]
     assert isinstance(result, ContextView)
     cause = "metadata" if isinstance(command, PatchMetadata) else "config"
     if isinstance(command, PutContext) and version == 1:
         cause = "created"
     return [
-        _context_event(version, cause, result.last_seq, result.used_tokens, result.needs_compaction)
+        *_record_event(version, result.compaction),
+        _context_event(
+            version, cause, result.last_seq, result.used_tokens, result.needs_compaction
+        ),
     ]
+
+
+def _record_event(version: int, record: JSONObject | None) -> list[JSONObject]:
+    """The ``compaction_record`` event of a version that compacted the window (or
+    recorded a failed summary): why messages left the window."""
+    if record is None:
+        return []
+    return [{"type": "compaction_record", "version": version, "record": record}]
 
 
 def _context_event(

@@ -8,8 +8,12 @@ from ..config import ServerConfig
 from .events import EventHub
 from .metrics import Metrics
 from .startup import StoreStartup
+from .summaries import SummaryJobs
 
 CONFIG = web.AppKey("config", ServerConfig)
 STORE = web.AppKey("store", StoreStartup)
 METRICS = web.AppKey("metrics", Metrics)
 EVENTS = web.AppKey("events", EventHub)
+SUMMARIES = web.AppKey("summaries", SummaryJobs)
+CUSTOM: web.AppKey[tuple[str, ...]] = web.AppKey("custom_policies")
+"""Names of the custom policies installed (``fastpaca.policies`` entry points)."""

@@ -28,6 +28,9 @@ class Metrics:
     window_tokens: Histogram = attrs.field(init=False)
     stream_connections: Gauge = attrs.field(init=False)
     stream_ends: Counter = attrs.field(init=False)
+    compactions: Counter = attrs.field(init=False)
+    summaries: Counter = attrs.field(init=False)
+    summary_seconds: Histogram = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         registry = self.registry
@@ -73,6 +76,24 @@ class Metrics:
             "Live event streams ended, by feed and reason "
             "(tombstoned, slow_consumer, idle, shutting_down, client_closed).",
             ["feed", "reason"],
+            registry=registry,
+        )
+
+        self.compactions = Counter(
+            "fastpaca_compactions",
+            "Compactions of LLM windows by cause (append, config, compact, summary) and policy.",
+            ["cause", "policy"],
+            registry=registry,
+        )
+        self.summaries = Counter(
+            "fastpaca_summaries",
+            "Summary jobs of the summarize policy by outcome (applied, stale, failed).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.summary_seconds = Histogram(
+            "fastpaca_summary_seconds",
+            "Time the summarizer took to answer (successful summaries).",
             registry=registry,
         )
 

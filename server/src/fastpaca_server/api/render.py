@@ -6,8 +6,16 @@ import json
 import operator
 from typing import Any
 
-from ..core import Message
-from ..core.models import AppendResult, CompactResult, JSONObject, timestamp
+from ..core import Message, formats
+from ..core.models import (
+    AppendResult,
+    CompactResult,
+    ContextConfig,
+    JSONObject,
+    Policy,
+    timestamp,
+)
+from ..core.preview import Preview
 from ..core.state import ContextView
 
 
@@ -16,14 +24,30 @@ def message(item: Message) -> JSONObject:
     return item.to_json()
 
 
+def policy(value: Policy) -> JSONObject:
+    """A policy as clients set it (without the token counts the server stamps in)."""
+    config = {key: item for key, item in value.config.items() if key != "frames"}
+    if value.strategy == "pipeline":
+        config["steps"] = [
+            policy(Policy(step["strategy"], step["config"])) for step in config["steps"]
+        ]
+    return {"strategy": value.strategy, "config": config}
+
+
+def config(value: ContextConfig) -> JSONObject:
+    return {
+        "token_budget": value.token_budget,
+        "trigger_ratio": value.trigger_ratio,
+        "policy": policy(value.policy),
+        "tokenizer": value.tokenizer,
+    }
+
+
 def context(item: ContextView) -> JSONObject:
-    config = item.config
+    last = item.last_compaction
     return {
         "id": item.id,
-        "token_budget": config.token_budget,
-        "trigger_ratio": config.trigger_ratio,
-        "policy": {"strategy": config.policy.strategy, "config": config.policy.config},
-        "tokenizer": config.tokenizer,
+        **config(item.config),
         "metadata": item.metadata,
         "status": item.status,
         "version": item.version,
@@ -32,7 +56,26 @@ def context(item: ContextView) -> JSONObject:
         "needs_compaction": item.needs_compaction,
         "created_at": timestamp(item.created_at),
         "updated_at": timestamp(item.updated_at),
+        "window_messages": item.window_messages,
+        "compactions": item.compactions,
+        "last_compaction": (
+            None if last is None else {"at": timestamp(last[0]), "policy": last[1]}
+        ),
+        "summary_failures": item.summary_failures,
+        "last_summary_error": item.last_summary_error,
     }
+
+
+def compaction_page(records: list[bytes], has_more: bool, total: int) -> bytes:
+    """A page of compaction records (stored as JSON: joined, not re-serialised)."""
+    head = _compact({"compactions": total, "has_more": has_more})
+    return head[:-1] + b',"records":[' + b",".join(records) + b"]}"
+
+
+def preview(result: Preview) -> bytes:
+    data = result.to_json()
+    data["config"] = config(result.config)
+    return _compact(data)
 
 
 def append_result(result: AppendResult) -> JSONObject:
@@ -91,6 +134,38 @@ def window(
         _compact(segments),
     )
     return b"".join((head, b",".join(map(_RAW, messages)), tail))
+
+
+def formatted_window(
+    *,
+    window_format: str,
+    version: int,
+    messages: list[Message],
+    budget_tokens: int,
+    needs_compaction: bool,
+    segments: list[dict[str, int | str | None]],
+    tokens: int | None = None,
+) -> bytes:
+    """The ``GET …/context?format=openai|anthropic`` body: the envelope of :func:`window`
+    with ``format``, and the messages converted (``system`` too for ``anthropic``)."""
+    if tokens is None:
+        tokens = sum(map(_TOKEN_COUNT, messages))
+    stored = [item.to_json() for item in messages]
+    body: JSONObject = {"version": version, "format": window_format}
+    if window_format == "openai":
+        body["messages"] = formats.to_openai(stored)
+    else:
+        request = formats.to_anthropic(stored)
+        if "system" in request:
+            body["system"] = request["system"]
+        body["messages"] = request["messages"]
+    body |= {
+        "used_tokens": tokens,
+        "budget_tokens": budget_tokens,
+        "needs_compaction": needs_compaction,
+        "segments": segments,
+    }
+    return _compact(body)
 
 
 def page(items: list[Message], **extra: Any) -> bytes:

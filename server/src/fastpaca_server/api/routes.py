@@ -8,32 +8,40 @@ import uuid
 from collections.abc import Callable
 from typing import Literal, TypeVar
 
+import attrs
 from aiohttp import web
+from multidict import MultiDict, MultiMapping
 
 from .. import tokens
 from ..core import (
     AppendMessages,
     Compact,
     DomainError,
+    InvalidInput,
     MessageInput,
     PatchMetadata,
     PutContext,
     Tombstone,
+    formats,
 )
 from ..core import window as windows
 from ..core.models import (
+    DEFAULT_PLACEHOLDER,
     MAX_TOKEN_BUDGET,
     AppendResult,
     CompactResult,
+    ContextConfig,
     JSONObject,
     KeptMessage,
+    Policy,
     content_digest,
 )
+from ..core.preview import preview
 from ..core.state import check_version, window_within
 from ..replication import ReplicatedStore
 from ..tokens import count_parts
 from . import render, validation
-from .keys import CONFIG, METRICS, STORE
+from .keys import CONFIG, CUSTOM, METRICS, STORE
 from .startup import NotReady
 
 routes = web.RouteTableDef()
@@ -131,12 +139,47 @@ async def _counted(request: web.Request, tokenizer: str, count: Callable[[], _T]
 # --- contexts ---------------------------------------------------------------
 
 
+def _stamp_frames(config: ContextConfig) -> ContextConfig:
+    """The config with each ``strip_tool_results`` step's placeholder frames counted
+    (the tokens of a cleared tool output, which the state machine cannot count)."""
+
+    def stamped(step: JSONObject) -> JSONObject:
+        placeholder = str(step.get("placeholder", DEFAULT_PLACEHOLDER))
+        frames = {
+            kind: tokens.count_part(windows.frame_part(kind, placeholder), config.tokenizer)
+            for kind in windows.FRAME_KINDS
+        }
+        return {**step, "frames": frames}
+
+    policy = config.policy
+    if policy.strategy == "strip_tool_results":
+        policy = Policy(policy.strategy, stamped(policy.config))
+    elif policy.strategy == "pipeline":
+        steps = [
+            {**s, "config": stamped(s["config"])} if s["strategy"] == "strip_tool_results" else s
+            for s in policy.config["steps"]
+        ]
+        policy = Policy(policy.strategy, {**policy.config, "steps": steps})
+    return attrs.evolve(config, policy=policy)
+
+
 @routes.put("/v1/contexts/{context_id}")
 async def put_context(request: web.Request) -> web.Response:
     context_id = _context_id(request)
-    config, metadata = validation.context_config(await _body(request))
+    custom: tuple[str, ...] = request.app[CUSTOM]
+    config, metadata = validation.context_config(await _body(request), custom)
+    if config.policy.strategy == "summarize" and request.app[CONFIG].summarizer_model is None:
+        raise InvalidInput(
+            "The summarize policy needs a summarizer: start the server with "
+            "--summarizer-base-url and --summarizer-model.",
+            "summarizer_not_configured",
+        )
+    if windows.tracks_outputs(config):
+        config = await _counted(request, config.tokenizer, lambda: _stamp_frames(config))
     command = PutContext(context_id, _now_ms(), config, metadata)
     view = await _store(request, context_id).submit(command)
+    if view.compaction is not None:
+        request.app[METRICS].compactions.labels("config", config.policy.strategy).inc()
     return web.json_response(render.context(view))
 
 
@@ -147,6 +190,52 @@ async def get_context(request: web.Request) -> web.Response:
     with (await _synced(request, context_id)).read() as machine:
         view = machine.get(context_id).view()
     return web.json_response(render.context(view))
+
+
+@routes.get("/v1/contexts/{context_id}/compactions")
+async def compactions(request: web.Request) -> web.Response:
+    """The context's compaction records, oldest first, after record number ``after``."""
+    context_id = _context_id(request)
+    params = validation.query(
+        request.query,
+        {"after": (0, validation.MAX_OFFSET), "limit": (1, validation.MAX_PAGE)},
+        {"after": 0, "limit": 50},
+    )
+    with (await _synced(request, context_id)).read() as machine:
+        context = machine.get(context_id)
+        records = context.compaction_records(params["after"], params["limit"] + 1)
+        total = context.compactions
+    body = render.compaction_page(records[: params["limit"]], len(records) > params["limit"], total)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+
+@routes.post("/v1/contexts/{context_id}/preview")
+async def preview_window(request: web.Request) -> web.Response:
+    """The window the context would have under another config (nothing changes)."""
+    context_id = _context_id(request)
+    body = await _body(request)
+    with (await _synced(request, context_id)).read() as machine:
+        context = machine.get(context_id)
+        current = context.config
+    custom: tuple[str, ...] = request.app[CUSTOM]
+    config = validation.preview_config(body, current, custom)
+    if windows.tracks_outputs(config):
+        config = await _counted(request, config.tokenizer, lambda: _stamp_frames(config))
+    recount = None
+    if config.tokenizer != current.tokenizer:
+        tokenizer = config.tokenizer
+
+        def recount(parts: list[JSONObject]) -> tuple[int, list[int]]:
+            return count_parts(parts, tokenizer)
+
+    def run() -> bytes:
+        # The log only grows and messages are immutable: no lock is needed to read it.
+        return render.preview(preview(context, config, recount))
+
+    loop = asyncio.get_running_loop()
+    return web.Response(
+        body=await loop.run_in_executor(None, run), content_type="application/json", charset="utf-8"
+    )
 
 
 @routes.delete("/v1/contexts/{context_id}")
@@ -195,6 +284,8 @@ async def append_messages(request: web.Request) -> web.Response:
         metrics.appended_tokens.inc(sum(m.token_count for m in messages))
         metrics.window_tokens.observe(result.used_tokens)
         metrics.window_messages.observe(result.window_messages)
+        if result.compaction is not None:
+            metrics.compactions.labels("append", result.compaction["policy"]).inc()
     return web.json_response(
         render.append_result(result), status=201, headers=_replay_header(result.replayed)
     )
@@ -246,11 +337,23 @@ async def list_messages(request: web.Request) -> web.Response:
 # --- the LLM window -----------------------------------------------------------
 
 
+def _window_format(query: MultiMapping[str]) -> tuple[str, MultiDict[str]]:
+    """``format`` of ``GET …/context`` (``ui`` when absent) and the other parameters."""
+    values = query.getall("format", [])
+    if len(values) > 1:
+        raise InvalidInput("'format' is given more than once.")
+    if values and values[0] not in formats.FORMATS:
+        raise InvalidInput("'format' must be one of ui, openai, anthropic.")
+    rest = MultiDict((name, value) for name, value in query.items() if name != "format")
+    return (values[0] if values else "ui"), rest
+
+
 @routes.get("/v1/contexts/{context_id}/context")
 async def get_window(request: web.Request) -> web.Response:
     context_id = _context_id(request)
+    window_format, query = _window_format(request.query)
     params = validation.query(
-        request.query,
+        query,
         {"budget_tokens": (1, MAX_TOKEN_BUDGET), "if_version": (0, 2**62)},
         {},
     )
@@ -259,7 +362,7 @@ async def get_window(request: web.Request) -> web.Response:
         if "if_version" in params:
             check_version(context, params["if_version"])
         # Messages are immutable: a copy of the list is all that needs the lock.
-        window, version = context.window, context.version
+        window, version, mask = context.window, context.version, context.live.mask
         budget = params.get("budget_tokens", context.config.token_budget)
         needs_compaction = context.needs_compaction
         cached = context.cached_segments()
@@ -274,8 +377,18 @@ async def get_window(request: web.Request) -> web.Response:
                 segments = windows.segments(shown)
                 context.cache_segments(version, segments)
         else:
-            shown = window_within(window, trim_to)
+            shown = window_within(window, trim_to, mask)
             segments = windows.segments(shown)
+        if window_format != "ui":
+            return render.formatted_window(
+                window_format=window_format,
+                version=version,
+                messages=shown,
+                budget_tokens=budget,
+                needs_compaction=needs_compaction,
+                segments=segments,
+                tokens=tokens,
+            )
         return render.window(
             version=version,
             messages=shown,
@@ -312,6 +425,8 @@ async def compact(request: web.Request) -> web.Response:
         if_version=if_version,
     )
     result: CompactResult = await _store(request, context_id).submit(command)
+    if not result.replayed:
+        request.app[METRICS].compactions.labels("compact", "client").inc()
     return web.json_response(render.compact_result(result), headers=_replay_header(result.replayed))
 
 

@@ -10,19 +10,25 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
+
+import attrs
 
 from ..core import InvalidInput
 from ..core.models import (
+    DEFAULT_KEEP_TOOL_RESULTS,
     DEFAULT_LAST_N_LIMIT,
+    DEFAULT_PLACEHOLDER,
     DEFAULT_SKIP_KINDS,
     DEFAULT_TARGET_RATIO,
     DEFAULT_TRIGGER_RATIO,
     MAX_AGE_SECONDS,
     MAX_METADATA_BYTES,
+    MAX_PIPELINE_STEPS,
     MAX_POLICY_LIMIT,
     MAX_TOKEN_BUDGET,
+    STEP_STRATEGIES,
     STRATEGIES,
     TOKENIZERS,
     ContextConfig,
@@ -162,8 +168,11 @@ def fingerprint(request: JSONObject) -> str:
 # --- contexts ---------------------------------------------------------------
 
 
-def context_config(body: JSONObject) -> tuple[ContextConfig, JSONObject | None]:
-    """Parse a PUT body into a config and optional metadata."""
+def context_config(
+    body: JSONObject, custom: Collection[str] = ()
+) -> tuple[ContextConfig, JSONObject | None]:
+    """Parse a PUT body into a config and optional metadata (``custom``: the
+    custom strategies installed)."""
     _only(body, {"token_budget", "trigger_ratio", "policy", "tokenizer", "metadata"}, "the body")
     if "token_budget" not in body:
         raise InvalidInput("'token_budget' is required.")
@@ -175,11 +184,28 @@ def context_config(body: JSONObject) -> tuple[ContextConfig, JSONObject | None]:
     config = ContextConfig(
         token_budget=budget,
         trigger_ratio=ratio,
-        policy=policy(body.get("policy", {"strategy": "last_n"})),
+        policy=policy(body.get("policy", {"strategy": "last_n"}), custom=custom),
         tokenizer=tokenizer,
     )
     meta = metadata(body["metadata"]) if "metadata" in body else None
     return config, meta
+
+
+def preview_config(
+    body: JSONObject, current: ContextConfig, custom: Collection[str] = ()
+) -> ContextConfig:
+    """The config of ``POST …/preview``: the context's own, with what the body sets."""
+    _only(body, {"token_budget", "trigger_ratio", "policy", "tokenizer"}, "the body")
+    given = {
+        "token_budget": body.get("token_budget", current.token_budget),
+        "trigger_ratio": body.get("trigger_ratio", current.trigger_ratio),
+        "tokenizer": body.get("tokenizer", current.tokenizer),
+        "policy": body.get("policy", {"strategy": "manual"}),
+    }
+    config, _ = context_config(given, custom)
+    if "policy" not in body:
+        config = attrs.evolve(config, policy=current.policy)
+    return config
 
 
 def _ratio(value: Any, name: str) -> float:
@@ -194,18 +220,55 @@ def _ratio(value: Any, name: str) -> float:
     return float(value)
 
 
-def policy(value: Any) -> Policy:
-    obj = _object(value, "policy")
-    _only(obj, {"strategy", "config"}, "'policy'")
+MAX_PLACEHOLDER_LENGTH = 1000
+MAX_EXCLUDED_TOOLS = 64
+MAX_INSTRUCTIONS_LENGTH = 8000
+PINS = ("system", "none")
+
+
+def policy(value: Any, *, custom: Collection[str] = (), step: bool = False) -> Policy:
+    """A policy: a built-in strategy, a ``pipeline`` of them, or one of ``custom``
+    (installed ``fastpaca.policies`` entry points). Configs come back normalised:
+    defaults filled in, ``pin`` only when it is not the default."""
+    where = "'policy.steps[]'" if step else "'policy'"
+    obj = _object(value, where.strip("'"))
+    _only(obj, {"strategy", "config"}, where)
     strategy = obj.get("strategy")
-    if strategy not in STRATEGIES:
-        raise InvalidInput(f"'policy.strategy' must be one of {', '.join(STRATEGIES)}.")
-    options = _object(obj.get("config", {}), "policy.config")
+    allowed = STEP_STRATEGIES if step else STRATEGIES
+    if not isinstance(strategy, str) or (strategy not in allowed and strategy not in custom):
+        names = ", ".join([*allowed, *sorted(custom)])
+        raise InvalidInput(f"'{where.strip(chr(39))}.strategy' must be one of {names}.")
+    options = dict(_object(obj.get("config", {}), "policy.config"))
+    pin = options.pop("pin", "system")
+    if pin not in PINS or (step and "pin" in obj.get("config", {})):
+        raise InvalidInput(
+            '\'policy.config.pin\' must be "system" or "none" (on the policy, not on a step).'
+        )
+    if strategy in custom and strategy not in STRATEGIES:
+        if len(canonical_json(options)) > MAX_METADATA_BYTES:
+            raise InvalidInput(f"'policy.config' is larger than {MAX_METADATA_BYTES} bytes.")
+        config = options
+    else:
+        config = _strategy_config(strategy, options, custom)
+    if pin != "system":
+        config["pin"] = pin
+    return Policy(strategy=strategy, config=config)
+
+
+def _strategy_config(strategy: str, options: JSONObject, custom: Collection[str]) -> JSONObject:
+    def only(*names: str) -> None:
+        _only(options, set(names), f"'policy.config' of the {strategy} strategy")
+
+    def target() -> float:
+        return _ratio(
+            options.get("target_ratio", DEFAULT_TARGET_RATIO), "policy.config.target_ratio"
+        )
+
     if strategy == "manual":
-        _only(options, set(), "'policy.config' of the manual strategy")
-        return Policy(strategy="manual", config={})
+        only()
+        return {}
     if strategy == "time_window":
-        _only(options, {"max_age_seconds"}, "'policy.config' of the time_window strategy")
+        only("max_age_seconds")
         if "max_age_seconds" not in options:
             raise InvalidInput("'policy.config.max_age_seconds' is required for time_window.")
         age = integer(
@@ -214,16 +277,63 @@ def policy(value: Any) -> Policy:
             minimum=1,
             maximum=MAX_AGE_SECONDS,
         )
-        return Policy(strategy="time_window", config={"max_age_seconds": age})
+        return {"max_age_seconds": age}
     if strategy == "budget":
-        _only(options, {"target_ratio"}, "'policy.config' of the budget strategy")
-        target = _ratio(
-            options.get("target_ratio", DEFAULT_TARGET_RATIO), "policy.config.target_ratio"
-        )
-        return Policy(strategy="budget", config={"target_ratio": target})
-    allowed = {"limit"} if strategy == "last_n" else {"limit", "skip_kinds"}
-    _only(options, allowed, f"'policy.config' of the {strategy} strategy")
-    config: JSONObject = {
+        only("target_ratio")
+        return {"target_ratio": target()}
+    if strategy == "summarize":
+        only("target_ratio", "instructions")
+        config: JSONObject = {"target_ratio": target()}
+        if options.get("instructions") is not None:
+            config["instructions"] = string(
+                options["instructions"],
+                "policy.config.instructions",
+                max_length=MAX_INSTRUCTIONS_LENGTH,
+            )
+        return config
+    if strategy == "strip_tool_results":
+        only("keep", "placeholder", "exclude_tools", "clear_at_least", "target_ratio")
+        excluded = options.get("exclude_tools", [])
+        if not isinstance(excluded, list) or len(excluded) > MAX_EXCLUDED_TOOLS:
+            raise InvalidInput(
+                f"'policy.config.exclude_tools' must be a list of at most {MAX_EXCLUDED_TOOLS} "
+                "tool names."
+            )
+        return {
+            "keep": integer(
+                options.get("keep", DEFAULT_KEEP_TOOL_RESULTS),
+                "policy.config.keep",
+                minimum=0,
+                maximum=MAX_POLICY_LIMIT,
+            ),
+            "placeholder": string(
+                options.get("placeholder", DEFAULT_PLACEHOLDER),
+                "policy.config.placeholder",
+                max_length=MAX_PLACEHOLDER_LENGTH,
+            ),
+            "exclude_tools": [
+                string(name, "policy.config.exclude_tools[]", max_length=MAX_ID_LENGTH)
+                for name in excluded
+            ],
+            "clear_at_least": integer(
+                options.get("clear_at_least", 0),
+                "policy.config.clear_at_least",
+                minimum=0,
+                maximum=MAX_TOKEN_BUDGET,
+            ),
+            "target_ratio": target(),
+        }
+    if strategy == "pipeline":
+        only("steps")
+        steps = options.get("steps")
+        if not isinstance(steps, list) or not 1 <= len(steps) <= MAX_PIPELINE_STEPS:
+            raise InvalidInput(
+                f"'policy.config.steps' must be a list of 1-{MAX_PIPELINE_STEPS} policies."
+            )
+        parsed = [policy(item, custom=(), step=True) for item in steps]
+        return {"steps": [{"strategy": p.strategy, "config": p.config} for p in parsed]}
+    only("limit", *(["skip_kinds"] if strategy == "skip_parts" else []))
+    config = {
         "limit": integer(
             options.get("limit", DEFAULT_LAST_N_LIMIT),
             "policy.config.limit",
@@ -241,7 +351,7 @@ def policy(value: Any) -> Policy:
             string(kind, "policy.config.skip_kinds[]", max_length=MAX_PART_TYPE_LENGTH)
             for kind in kinds
         ]
-    return Policy(strategy=strategy, config=config)
+    return config
 
 
 # --- messages ---------------------------------------------------------------

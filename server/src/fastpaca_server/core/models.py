@@ -427,7 +427,6 @@ class Summarize:
     context_id: str
     at: int
     base: int
-    from_seq: int
     to_seq: int
     summary: MessageInput | None = None
     error: str | None = None
@@ -499,6 +498,7 @@ class SummarizeResult:
     outcome: Literal["applied", "stale", "failed"]
     used_tokens: int
     needs_compaction: bool
+    last_seq: int
     compaction: JSONObject | None = attrs.field(default=None, eq=False)
 
 

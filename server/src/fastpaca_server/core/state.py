@@ -520,11 +520,20 @@ class StateMachine:
             )
             self._touch(context, command.at)
             return SummarizeResult(
-                context.version, "failed", context.used_tokens, context.needs_compaction, record
+                context.version,
+                "failed",
+                context.used_tokens,
+                context.needs_compaction,
+                context.last_seq,
+                record,
             )
         if command.base != context.compactions or context.config.policy.strategy != "summarize":
             return SummarizeResult(
-                context.version, "stale", context.used_tokens, context.needs_compaction
+                context.version,
+                "stale",
+                context.used_tokens,
+                context.needs_compaction,
+                context.last_seq,
             )
         window = context.window
         mask = context.live.mask
@@ -538,7 +547,11 @@ class StateMachine:
                 folded.update(unit.indices)
         if not folded:
             return SummarizeResult(
-                context.version, "stale", context.used_tokens, context.needs_compaction
+                context.version,
+                "stale",
+                context.used_tokens,
+                context.needs_compaction,
+                context.last_seq,
             )
         previous = [window[i] for i in sorted(folded) if windows.is_summary(window[i])]
         seqs = [window[i].seq for i in sorted(folded) if window[i].seq is not None]
@@ -581,6 +594,7 @@ class StateMachine:
             "applied",
             context.used_tokens,
             context.needs_compaction,
+            context.last_seq,
             fallback if fallback is not None else record,
         )
 

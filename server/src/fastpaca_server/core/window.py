@@ -882,3 +882,51 @@ def is_summary(message: Message) -> bool:
         return False
     metadata = message.metadata
     return isinstance(metadata, dict) and isinstance(metadata.get("summary"), dict)
+
+
+@attrs.frozen
+class SummaryPlan:
+    """What a summary job folds: log messages up to ``to_seq`` (and what came
+    before them in the window, a previous summary included)."""
+
+    to_seq: int
+    previous: str | None
+    """The text of the previous summary being folded, if any."""
+    messages: list[JSONObject]
+    """The folded messages other than the previous summary, as the API renders them."""
+
+
+def plan_summary(window: Sequence[Message], config: ContextConfig) -> SummaryPlan | None:
+    """The oldest part of ``window`` to fold into a summary, so that what stays
+    (pinned units, the newest units) is at most ``target_ratio * token_budget``
+    (default 0.5). ``None`` when there is nothing from the log to fold.
+
+    The state machine folds the same units when the summary comes back (every
+    unpinned unit, or summary, that begins at or before ``to_seq``).
+    """
+    mask = pin_mask(config)
+    units = build_units(window, mask)
+    target = ratio_tokens(config, config.policy.config)
+    remaining = window_tokens(window)
+    last = len(window) - 1
+    folded: list[int] = []
+    for unit in units:
+        if remaining <= target or last in unit.indices:
+            break
+        summary = any(is_summary(window[i]) for i in unit.indices)
+        if unit.pinned and not summary:
+            continue
+        folded.extend(unit.indices)
+        remaining -= unit.tokens
+    seqs = [window[i].seq for i in folded if window[i].seq is not None]
+    if not seqs:
+        return None
+    to_seq = max(s for s in seqs if s is not None)
+    # Units between the folded ones that begin before to_seq are folded too.
+    previous = [
+        " ".join(str(p.get("text", "")) for p in window[i].parts if p.get("type") == "text")
+        for i in sorted(folded)
+        if is_summary(window[i])
+    ]
+    messages = [window[i].to_json() for i in sorted(folded) if not is_summary(window[i])]
+    return SummaryPlan(to_seq=to_seq, previous="\n\n".join(previous) or None, messages=messages)

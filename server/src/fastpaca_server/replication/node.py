@@ -382,6 +382,11 @@ class ReplicatedStore:
             return bool(self._node._isLeader())
         return self._node._getLeader() is not None
 
+    @property
+    def is_leader(self) -> bool:
+        """Whether this node leads its group now (background jobs run on the leader)."""
+        return self.ready and bool(self._node._isLeader())
+
     async def wait_ready(self, timeout: float | None = 30.0) -> None:
         """Wait until :attr:`ready` (no time limit with ``None``).
 
