@@ -36,6 +36,7 @@ from fastpaca_server.core import (
     Policy,
     PutContext,
     StateMachine,
+    Summarize,
     Tombstone,
     command_from_json,
     command_to_json,
@@ -211,6 +212,10 @@ policies = st.builds(
             )
         ),
         st.just(Policy("manual", {})),
+        st.builds(
+            lambda ratio: Policy("summarize", {"target_ratio": ratio}),
+            st.sampled_from([0.2, 0.5, 0.9]),
+        ),
     ),
     st.integers(0, 3).map(bool),
 )
@@ -289,6 +294,38 @@ puts = st.builds(
     st.one_of(st.none(), st.dictionaries(st.sampled_from(["a", "b"]), st.integers(0, 3))),
 )
 tombstones = st.builds(Tombstone, st.sampled_from(["d"] * 8 + [MAIN, "missing"]), st.just(0))
+CURRENT = -1
+"""A summary job's ``base`` that :func:`current` sets to the context's compaction
+count when the command is applied (a job that nothing raced)."""
+
+
+def current(machine: StateMachine, command: Command) -> Command:
+    if isinstance(command, Summarize) and command.base == CURRENT:
+        context = machine.contexts.get(command.context_id)
+        return attrs.evolve(command, base=context.compactions if context is not None else 0)
+    return command
+
+
+summarizes = st.builds(
+    lambda context_id, base, to_seq, tokens, n, ok: Summarize(
+        context_id,
+        0,
+        base,
+        to_seq,
+        summary=message_input(
+            f"summary-{n}", "system", [{"type": "text", "text": "gist"}], [tokens]
+        )
+        if ok
+        else None,
+        error=None if ok else "the summarizer answered HTTP 500",
+    ),
+    context_ids,
+    st.sampled_from([CURRENT, CURRENT, CURRENT, 0, 2]),  # the compaction count the job read
+    st.integers(1, 30),
+    part_tokens,
+    st.integers(0, 999),
+    st.integers(0, 4).map(bool),
+)
 
 
 @attrs.frozen
@@ -304,6 +341,7 @@ one_command = weighted(
     (puts, 3),
     (patches, 2),
     (tombstones, 1),
+    (summarizes, 3),
     (st.builds(Retry, st.integers(0, 50)), 3),
 )
 
@@ -391,6 +429,7 @@ OTHER_REFUSALS = {
     },
     "patch_metadata": {"context_tombstoned", "version_conflict", "metadata_too_large"},
     "tombstone": set(),
+    "summarize": {"context_tombstoned"},
 }
 
 
@@ -490,7 +529,11 @@ def budget_holds(machine: StateMachine, models: dict[str, ContextModel]) -> None
             context.used_tokens,
             context.config,
         )
-        assert context.needs_compaction is False
+        if context.config.policy.strategy == "summarize":  # a summary is due past the trigger
+            due = context.used_tokens > windows.trigger_tokens(context.config)
+            assert context.needs_compaction is due
+        else:
+            assert context.needs_compaction is False
 
 
 def seqs_are_gap_free(machine: StateMachine, models: dict[str, ContextModel]) -> None:
@@ -517,9 +560,11 @@ def window_is_made_of_the_log(machine: StateMachine, models: dict[str, ContextMo
     """Window messages are replacements first, then log messages in order (maybe stripped)."""
     for context_id, context in machine.contexts.items():
         floor = models[context_id].floor_seq
-        seqs = [m.seq for m in context.window]
+        seqs = [m.seq for m in context.window if not windows.is_summary(m)]
         replaced = [s for s in seqs if s is None]
         assert seqs[: len(replaced)] == replaced, "replacement messages come first"
+        summaries = [m for m in context.window if windows.is_summary(m)]
+        assert len(summaries) <= 1, "a new summary folds the previous one"
         logged = [s for s in seqs if s is not None]
         assert logged == sorted(set(logged)), "log messages keep their order, once each"
         assert all(s > floor for s in logged), "nothing from before the last compact"
@@ -581,7 +626,7 @@ def run(commands: list[Command], invariants: list[Invariant]) -> StateMachine:
     machine = StateMachine()
     models: dict[str, ContextModel] = {}
     for command in commands:
-        apply_and_track(machine, models, command)
+        apply_and_track(machine, models, current(machine, command))
         for invariant in invariants:
             invariant(machine, models)
     return machine
@@ -684,6 +729,7 @@ def test_the_live_window_is_the_window_the_rules_compute(commands: list[Command]
     machine = StateMachine()
     batches: dict[str, BatchWindow] = {}
     for command in commands:
+        command = current(machine, command)
         context = machine.contexts.get(command.context_id)
         before = context.version if context is not None else None
         try:
@@ -712,7 +758,7 @@ def test_the_live_window_is_the_window_the_rules_compute(commands: list[Command]
                 force=any(windows.tool_result_ids(m) for m in appended), at=command.at
             )
             _same_actions(result.compaction, actions)
-        elif isinstance(command, Compact):
+        elif isinstance(command, Compact | Summarize):
             assert batch is not None
             batch.window = list(context.window)
             batch.needs_compaction = context.needs_compaction
