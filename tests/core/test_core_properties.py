@@ -306,6 +306,10 @@ def current(machine: StateMachine, command: Command) -> Command:
     return command
 
 
+def _summary_input(n: int, tokens: int) -> MessageInput:
+    return message_input(f"summary-{n}", "system", [{"type": "text", "text": "gist"}], [tokens])
+
+
 summarizes = st.builds(
     lambda context_id, base, to_seq, tokens, n, ok: Summarize(
         context_id,
