@@ -262,3 +262,15 @@ def test_records_merge_runs_of_the_same_kind_and_keep_the_newest_100() -> None:
         )
         append(machine, text(f"v{n}"), at=100 + n)
     assert len(machine.get("c").records) == 100
+
+
+def test_a_summary_that_would_break_the_budget_is_a_failure() -> None:
+    machine = _summarize_machine()
+    context = machine.get("c")
+    huge = message_input("huge", "system", None, [200])
+    command = Summarize("c", 100, context.compactions, 6, summary=huge)
+    result = machine.apply(command)
+    context = machine.get("c")
+    assert result.outcome == "failed" and context.summaries == 0
+    assert "would not fit the budget" in (context.last_summary_error or "")
+    assert not any(windows.is_summary(m) for m in context.window)

@@ -43,7 +43,7 @@ from fastpaca_server.core import (
     replay_commands,
 )
 from fastpaca_server.core import window as windows
-from fastpaca_server.core.models import converter
+from fastpaca_server.core.models import PIN_FLAG, converter
 from fastpaca_server.core.state import _context_to_json as context_to_json
 from fastpaca_server.tokens import MESSAGE_OVERHEAD
 from hypothesis import HealthCheck, given, settings
@@ -386,6 +386,9 @@ class ContextModel:
     log: list[Message] = attrs.field(factory=list)
     keys: dict[str, tuple[str | None, Any]] = attrs.field(factory=dict)
     floor_seq: int = 0  # the last seq before the latest accepted compact
+    system_floor_seq: int = 0
+    """The newest seq appended while ``pin: "none"`` was in force (system messages
+    up to it may have been dropped; flagged ones never)."""
     version: int = 1
     snapshot: Any = None
 
@@ -481,6 +484,10 @@ def apply_and_track(
         return
     assert model is not None
     context = machine.get(context_id)
+    if windows.pin_mask(context.config) != windows.PIN_ALL:
+        model.system_floor_seq = len(model.log) + (
+            len(command.messages) if isinstance(command, AppendMessages) else 0
+        )
     if isinstance(command, AppendMessages):
         assert isinstance(result, AppendResult)
         first_seq = len(model.log) + 1
@@ -611,7 +618,11 @@ def pinned_messages_stay(machine: StateMachine, models: dict[str, ContextModel])
     for context_id, context in machine.contexts.items():
         floor = models[context_id].floor_seq
         window_by_seq = {m.seq: m for m in context.window if m.seq is not None}
+        system_floor = max(floor, models[context_id].system_floor_seq)
         for message in context.log[floor:]:
+            flagged = windows.is_pinned(message, PIN_FLAG)
+            if not flagged and (message.seq or 0) <= system_floor:
+                continue  # a system message from while pin: "none" was in force
             if windows.is_pinned(message, windows.pin_mask(context.config)):
                 assert window_by_seq.get(message.seq) == message, f"pinned {message.id} lost"
 

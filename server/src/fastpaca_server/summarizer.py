@@ -195,6 +195,7 @@ class Summarizer:
         previous_summary: str | None,
         messages: list[dict[str, Any]],
         instructions: str | None = None,
+        max_tokens: int | None = None,
     ) -> str:
         """The new summary of ``previous_summary`` followed by ``messages``.
 
@@ -207,7 +208,9 @@ class Summarizer:
                 completion = await self._client.chat.completions.create(
                     model=self.config.model,
                     messages=prompt,
-                    max_tokens=self.config.max_summary_tokens,
+                    max_tokens=min(
+                        max_tokens or self.config.max_summary_tokens, self.config.max_summary_tokens
+                    ),
                     temperature=0,
                 )
         except (TimeoutError, openai.APITimeoutError):

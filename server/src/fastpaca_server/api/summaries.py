@@ -139,7 +139,12 @@ class SummaryJobs:
         try:
             if self._summarizer is None:
                 raise SummarizerError(NOT_CONFIGURED)
-            text = await self._summarizer.summarize(plan.previous, plan.messages, instructions)
+            # Ask for at most half of what the policy trims to: the summary must fit
+            # beside the pinned messages and leave room for the live tail.
+            room = max(windows.ratio_tokens(config, config.policy.config) // 2, 16)
+            text = await self._summarizer.summarize(
+                plan.previous, plan.messages, instructions, max_tokens=room
+            )
         except SummarizerError as error:
             await self._failed(store, context_id, base, plan.to_seq, str(error))
             return False

@@ -387,9 +387,10 @@ class StateMachine:
         )
         context.live = live_window(config, replacement)
         context.used_tokens = total
-        context.needs_compaction = (
-            config.policy.strategy == "manual" and total > windows.trigger_tokens(config)
-        )
+        context.needs_compaction = config.policy.strategy in (
+            "manual",
+            "summarize",
+        ) and total > windows.trigger_tokens(config)
         record = self._record(context, command.at, "compact", [action])
         self._touch(context, command.at)
         result = CompactResult(
@@ -560,10 +561,8 @@ class StateMachine:
             + [s for s in seqs if s is not None]
             or [command.to_seq]
         )
-        context.summaries += 1
-        metadata = {
-            "summary": {"number": context.summaries, "from_seq": from_seq, "to_seq": command.to_seq}
-        }
+        number = context.summaries + 1
+        metadata = {"summary": {"number": number, "from_seq": from_seq, "to_seq": command.to_seq}}
         summary = attrs.evolve(command.summary, metadata=metadata).stored(None, command.at)
         last_folded = max(folded)
         new_window: list[Message] = []
@@ -572,6 +571,14 @@ class StateMachine:
                 new_window.append(message)
             if index == last_folded:
                 new_window.append(summary)
+        pinned = windows.pinned_tokens(new_window, mask)
+        if pinned > context.config.token_budget:
+            error = (
+                f"the summary has {summary.token_count} tokens: with the pinned messages "
+                f"({pinned} tokens) it would not fit the budget of {context.config.token_budget}"
+            )
+            return self._summarize(attrs.evolve(command, summary=None, error=error))
+        context.summaries = number
         before = context.used_tokens
         removed = [window[i].seq for i in sorted(folded)]
         context.live = live_window(context.config, new_window)

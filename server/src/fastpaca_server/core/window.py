@@ -30,7 +30,6 @@ from .models import (
     JSONObject,
     Message,
     Policy,
-    converter,
 )
 
 TOOL_CALL = "tool_call"
@@ -291,7 +290,7 @@ def policy_steps(config: ContextConfig) -> list[Policy]:
     policy = config.policy
     if policy.strategy != "pipeline":
         return [policy]
-    return [converter.structure(step, Policy) for step in policy.config["steps"]]
+    return [Policy(step["strategy"], step.get("config", {})) for step in policy.config["steps"]]
 
 
 def message_limit(config: ContextConfig) -> int | None:
@@ -621,12 +620,15 @@ class ListWindow:
         removed: list[int | None] = []
         changed: list[int] = []
         for message in self._mark:
-            if id(message) in after:
+            if id(message) in after or message.seq is None:
                 continue
-            if message.seq is not None and message.seq in by_seq:
+            if message.seq in by_seq:
                 changed.append(message.seq)
             else:
                 removed.append(message.seq)
+        # Messages without a seq are counted: a stripped one is not recorded as changed.
+        unlogged = sum(m.seq is None for m in self._mark) - sum(m.seq is None for m in self.window)
+        removed.extend([None] * max(unlogged, 0))
         self._mark = list(self.window)
         return removed, changed
 
@@ -685,11 +687,10 @@ def run_policy(
             detail = f"{before} tokens, over the trigger of {trigger}; trimmed to {target}"
         note(step, policy, reason, before, detail)
 
-    if strategy == "summarize":
-        if ops.tokens > budget:
-            trim(None, strategy, ratio_tokens(config, config.policy.config), None, "over_budget")
-        return ops.tokens > trigger, actions
-    steps = policy_steps(config)
+    summarize = strategy == "summarize"
+    if summarize and ops.tokens > budget:
+        trim(None, strategy, ratio_tokens(config, config.policy.config), None, "over_budget")
+    steps = [] if summarize else policy_steps(config)
     forced = always and strategy != "pipeline"
     for index, step in enumerate(steps):
         name, options = step.strategy, step.config
@@ -743,7 +744,7 @@ def run_policy(
         before = ops.tokens
         ops.trim(max_tokens=budget, max_messages=message_limit(config), keep_newest=False)
         note(None, strategy, "over_budget", before, f"{before} tokens, over the budget of {budget}")
-    return False, actions
+    return summarize and ops.tokens > trigger, actions
 
 
 def _run_custom(
