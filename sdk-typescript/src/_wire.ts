@@ -62,6 +62,8 @@ export const ROUTES: { readonly [O in ClientOperation]: RouteOf<O> } = {
   tailMessages: { method: 'get', path: '/v1/contexts/{context_id}/tail' },
   getWindow: { method: 'get', path: '/v1/contexts/{context_id}/context' },
   compactWindow: { method: 'post', path: '/v1/contexts/{context_id}/compact' },
+  listCompactions: { method: 'get', path: '/v1/contexts/{context_id}/compactions' },
+  previewWindow: { method: 'post', path: '/v1/contexts/{context_id}/preview' },
   subscribeEvents: { method: 'get', path: '/v1/contexts/{context_id}/events' },
   getCluster: { method: 'get', path: '/v1/cluster' },
 };

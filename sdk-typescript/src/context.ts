@@ -5,24 +5,33 @@ import { backoffSeconds, sleep, type Transport } from './_transport.js';
 import { type AllFields, callOperation, type QueryOf, ROUTES, type Schemas } from './_wire.js';
 import { ContextStream, type ContextStreamOptions, type StreamCallback } from './stream.js';
 import type {
+  AnthropicContextWindow,
+  AnyContextWindow,
   AppendManyOptions,
   AppendOptions,
   AppendResult,
   CompactOptions,
   CompactResult,
+  CompactionPage,
+  CompactionsOptions,
   Context,
   ContextEvent,
   ContextWindow,
   EventsOptions,
   FastpacaMessage,
+  FormattedWindowOptions,
   LiveEvent,
   MessagePage,
   MessagesOptions,
   Metadata,
+  OpenAIContextWindow,
+  Preview,
+  PreviewOptions,
   ReplacementMessage,
   RequestOptions,
   TailOptions,
   UpdateMetadataOptions,
+  WindowFormat,
   WindowOptions,
 } from './types.js';
 
@@ -88,14 +97,23 @@ export class FastpacaContext {
   /**
    * The LLM window: `messages` in window order, `version`, `used_tokens`,
    * `needs_compaction`, `segments`. `budgetTokens` trims a copy for this
-   * answer only.
+   * answer only. `format: 'openai'` answers Chat Completions `messages`,
+   * `format: 'anthropic'` the Messages API `system` and `messages`, converted
+   * by the server (after trimming) with the envelope fields unchanged and
+   * `format` added.
    */
-  context(options: WindowOptions = {}): Promise<ContextWindow> {
+  context(options?: WindowOptions & { format?: 'ui' | undefined }): Promise<ContextWindow>;
+  context(options: FormattedWindowOptions<'openai'>): Promise<OpenAIContextWindow>;
+  context(options: FormattedWindowOptions<'anthropic'>): Promise<AnthropicContextWindow>;
+  context(options: FormattedWindowOptions): Promise<AnyContextWindow>;
+  context(options: WindowOptions & { format?: WindowFormat | undefined } = {}): Promise<AnyContextWindow> {
     return callOperation(this.transport, 'getWindow', {
       contextId: this.id,
       query: {
         budget_tokens: options.budgetTokens,
         if_version: options.ifVersion,
+        // The default is not sent: a plain read stays as it was.
+        format: options.format === 'ui' ? undefined : options.format,
       } satisfies AllFields<QueryOf<'getWindow'>>,
       signal: options.signal,
     });
@@ -114,6 +132,39 @@ export class FastpacaContext {
         idempotency_key: options.idempotencyKey ?? newIdempotencyKey(),
         if_version: options.ifVersion,
       } satisfies AllFields<Schemas['CompactRequest']>,
+      signal: options.signal,
+    });
+  }
+
+  /**
+   * Why messages left the window: the compaction records numbered above
+   * `after` (default 0), oldest first, at most `limit` (default 50).
+   * `compactions` counts every compaction (the server keeps the newest 100
+   * records); `has_more` says whether more records follow.
+   */
+  compactions(options: CompactionsOptions = {}): Promise<CompactionPage> {
+    return callOperation(this.transport, 'listCompactions', {
+      contextId: this.id,
+      query: { after: options.after, limit: options.limit } satisfies AllFields<QueryOf<'listCompactions'>>,
+      signal: options.signal,
+    });
+  }
+
+  /**
+   * The window the context would have under another config; nothing
+   * changes. The log is run through the policy from the start, as if the
+   * config (the context's own for what is left out) had always been in
+   * force; compactions sent with `compact` and summaries are not replayed.
+   */
+  preview(options: PreviewOptions = {}): Promise<Preview> {
+    return callOperation(this.transport, 'previewWindow', {
+      contextId: this.id,
+      body: {
+        token_budget: options.tokenBudget,
+        trigger_ratio: options.triggerRatio,
+        policy: options.policy,
+        tokenizer: options.tokenizer,
+      } satisfies AllFields<Schemas['PreviewRequest']>,
       signal: options.signal,
     });
   }
@@ -175,8 +226,9 @@ export class FastpacaContext {
   /**
    * The context's events as Server-Sent Events (`GET …/events`): every event
    * after `cursor` (all by default), then live ones as they happen. Events
-   * come a version at a time (a batch append's `message` events, then its
-   * `context` event). When the feed drops, or the server ends it (a slow
+   * come a version at a time (a batch append's `message` events, a
+   * `compaction_record` when the window was compacted, then its `context`
+   * event). When the feed drops, or the server ends it (a slow
    * consumer, a shutdown), it reconnects after the last whole version, so
    * nothing is missed or repeated; it gives up after `maxRetries`
    * reconnections in a row without a new version. It ends after
@@ -212,7 +264,7 @@ export class FastpacaContext {
           }
           const data = JSON.parse(message.data) as LiveEvent;
           pending.push({ type: data.type, cursor: undefined, data });
-          if (data.type === 'message') {
+          if (!closesAVersion(data)) {
             continue;
           }
           // The version is whole: hand it out, and resume after it from now on.
@@ -222,7 +274,7 @@ export class FastpacaContext {
           cursor = String(data.version);
           progressed = true;
           for (const event of ready) {
-            yield { ...event, cursor: event.data.type === 'message' ? before : cursor };
+            yield { ...event, cursor: event.data === data ? cursor : before };
           }
           if (data.type === 'tombstoned') {
             return;
@@ -242,6 +294,24 @@ export class FastpacaContext {
       await sleep(backoffSeconds(failures - 1, response.headers), signal);
     }
   }
+}
+
+/**
+ * Whether an event type ends its version (the cursor moves to it). Every type
+ * of the spec is listed, so a new one fails the build here; a type a newer
+ * server sends is held back with its version, as `message` events are.
+ */
+const CLOSES_A_VERSION: { readonly [Type in LiveEvent['type']]: boolean } = {
+  message: false,
+  compaction_record: false,
+  context: true,
+  compaction: true,
+  tombstoned: true,
+  gap: true,
+};
+
+function closesAVersion(event: LiveEvent): boolean {
+  return (CLOSES_A_VERSION as Readonly<Record<string, boolean | undefined>>)[event.type] === true;
 }
 
 /** The spec's `Message` fields of a message; anything else on it (`seq`, `created_at`, UI fields) stays behind. */

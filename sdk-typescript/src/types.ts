@@ -6,7 +6,7 @@
  */
 
 import type { FetchFunction } from './_transport.js';
-import type { Schemas, SpecErrorCode } from './_wire.js';
+import type { QueryOf, Schemas, SpecErrorCode } from './_wire.js';
 
 // ---------------------------------------------------------------------------
 // Wire shapes, as the spec defines them
@@ -17,7 +17,26 @@ export type Context = Schemas['Context'];
 export type Cluster = Schemas['Cluster'];
 /** The LLM window (`GET …/context`): `messages`, `version`, `used_tokens`, `needs_compaction`, `segments`. */
 export type ContextWindow = Schemas['Window'];
-/** A run of the window: consecutive log messages, or compaction replacements. */
+/** The shape `ctx.context({ format })` asks for: `ui` (the messages as stored, the default), `openai` or `anthropic`. */
+export type WindowFormat = NonNullable<QueryOf<'getWindow'>['format']>;
+/**
+ * The window as OpenAI Chat Completions messages (`ctx.context({ format: 'openai' })`):
+ * `version`, `used_tokens`, `budget_tokens`, `needs_compaction` and `segments` as in
+ * `ContextWindow` (they describe the stored messages), `messages` converted by the server.
+ */
+export type OpenAIContextWindow = Schemas['OpenAIWindow'];
+/** One Chat Completions message of an `OpenAIContextWindow`. */
+export type OpenAIMessage = Schemas['OpenAIMessage'];
+/**
+ * The window as Anthropic Messages API `system` (absent without system text) and
+ * `messages` (`ctx.context({ format: 'anthropic' })`), with the envelope of `ContextWindow`.
+ */
+export type AnthropicContextWindow = Schemas['AnthropicWindow'];
+/** One turn (`user` or `assistant`, content blocks) of an `AnthropicContextWindow`. */
+export type AnthropicMessage = Schemas['AnthropicMessage'];
+/** What `ctx.context()` can answer: the window in one of the `WindowFormat`s. */
+export type AnyContextWindow = ContextWindow | OpenAIContextWindow | AnthropicContextWindow;
+/** A run of the window: consecutive log messages (`log`), compaction replacements (`replacement`), or one summary standing for log messages `from_seq`…`to_seq` (`summary`). */
 export type Segment = Schemas['Segment'];
 /** A message as stored, in the log or in the window (`seq` is null for compaction replacements). */
 export type StoredMessage = Schemas['StoredMessage'];
@@ -35,10 +54,44 @@ export interface MessagePage {
 export type AppendResult = Schemas['AppendResult'];
 /** The answer to `compact`. */
 export type CompactResult = Schemas['CompactResult'];
-/** A window policy to set: `last_n`, `skip_parts`, `budget`, `time_window` or `manual`, with its config. */
+/**
+ * Why messages left the window (`ctx.compactions()`): `number`, `version`
+ * (`first_version` … `version` when `runs` > 1), `at`, `cause` (`append`,
+ * `config`, `compact`, `summary`), `policy`, `outcome` (`applied`, or `failed`
+ * for a failed summary, with its `error`), `tokens_before`/`tokens_after` and
+ * the `actions` of its steps.
+ */
+export type CompactionRecord = Schemas['CompactionRecord'];
+/** What one policy step did: its `reason` and the seq ranges it `removed` from or `changed` in the window. */
+export type CompactionAction = Schemas['CompactionAction'];
+/** A page of compaction records, oldest first: `records`, `has_more`, and `compactions` (all of them so far). */
+export type CompactionPage = Schemas['CompactionPage'];
+/**
+ * The window under another config (`ctx.preview()`): `config` (as run),
+ * `messages`, `segments`, `used_tokens`, `needs_compaction`, each message's
+ * tokens (`breakdown`), the runs of log messages it would not hold
+ * (`dropped`), the seqs whose window copy would differ (`changed`) and the
+ * messages the config could never hold (`refused`).
+ */
+export type Preview = Schemas['Preview'];
+/**
+ * A window policy to set, with its config: `last_n`, `skip_parts`, `budget`,
+ * `time_window`, `strip_tool_results`, `pipeline` (`steps`), `summarize`
+ * (needs a summarizer on the server), `manual`, or any other name for a
+ * custom policy installed on the server (free `config`). Every top-level
+ * config takes `pin` (`system`, the default, or `none`).
+ */
 export type Policy = Schemas['PolicyInput'];
 /** A window policy as stored, every default filled in. */
 export type StoredPolicy = Schemas['Policy'];
+/** One step of a `pipeline` policy (`last_n`, `skip_parts`, `budget`, `time_window`, `strip_tool_results`). */
+export type PolicyStep = Schemas['PolicyStepInput'];
+/** The built-in strategies (`policy.strategy`); any other name is a custom policy. */
+export type Strategy = BuiltInStrategy<Policy>;
+/** `policy.config.pin`: `system` keeps system messages in the window, `none` lets the policy drop them. */
+export type Pin = NonNullable<NonNullable<Extract<Policy, { strategy: 'manual' }>['config']>['pin']>;
+
+type BuiltInStrategy<P> = P extends { strategy: infer S } ? (string extends S ? never : S) : never;
 /** The tokenizers the server counts with. */
 export type Tokenizer = Schemas['Tokenizer'];
 /** Free JSON object (at most 64 KiB). */
@@ -170,6 +223,12 @@ export interface WindowOptions extends RequestOptions {
   ifVersion?: number | undefined;
 }
 
+/** `ctx.context(options)` with a `format`: the answer's type follows it. */
+export interface FormattedWindowOptions<Format extends WindowFormat = WindowFormat> extends WindowOptions {
+  /** `ui` (the default): the messages as stored; `openai` / `anthropic`: converted by the server. */
+  format: Format;
+}
+
 export interface CompactOptions extends RequestOptions {
   ifVersion?: number | undefined;
   /** Default: a new key per call, reused across that call's retries. */
@@ -192,6 +251,23 @@ export interface MessagesOptions extends RequestOptions {
   limit?: number | undefined;
 }
 
+export interface CompactionsOptions extends RequestOptions {
+  /** Only records numbered above this (default 0): the last `number` you have. */
+  after?: number | undefined;
+  /** Page size, 1–1,000 (default 50). */
+  limit?: number | undefined;
+}
+
+/** `ctx.preview(options)`: any config field of a PUT; what is left out is the context's own. */
+export interface PreviewOptions extends RequestOptions {
+  /** `token_budget`. */
+  tokenBudget?: number | undefined;
+  /** `trigger_ratio`. */
+  triggerRatio?: number | undefined;
+  policy?: Policy | undefined;
+  tokenizer?: Tokenizer | undefined;
+}
+
 export interface UpdateMetadataOptions extends RequestOptions {
   ifVersion?: number | undefined;
 }
@@ -205,7 +281,9 @@ export interface EventsOptions extends RequestOptions {
 
 /**
  * One event of a context's live feed, as the spec defines it: `message`
- * (`seq`, `message`), `context` (`cause`, `last_seq`, `used_tokens`,
+ * (`seq`, `message`), `compaction_record` (`record`: the window was
+ * compacted, or a summary failed; it comes before the version's closing
+ * event), `context` (`cause`, `last_seq`, `used_tokens`,
  * `needs_compaction`), `compaction` (`segments`), `tombstoned` or `gap`
  * (`expected`, `actual`: older versions are no longer kept; re-read them).
  */
@@ -213,12 +291,12 @@ export type LiveEvent = Schemas['Event'];
 
 /** One event of `ctx.events()`. */
 export interface ContextEvent {
-  /** The event's `type`: `message`, `context`, `compaction`, `tombstoned` or `gap`. */
+  /** The event's `type`: `message`, `compaction_record`, `context`, `compaction`, `tombstoned` or `gap`. */
   type: LiveEvent['type'];
   /**
    * Pass it as `cursor` to resume after this event: its own version for the
-   * event that ends a version, the version before for a `message` (a batch
-   * is sent again whole, never from its middle).
+   * event that ends a version, the version before for a `message` or a
+   * `compaction_record` (a version is sent again whole, never from its middle).
    */
   cursor: string | undefined;
   /** The event. */

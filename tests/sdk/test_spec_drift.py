@@ -18,18 +18,29 @@ from fastpaca import (
     AppendResult,
     ClusterInfo,
     ClusterMember,
+    CompactionAction,
+    CompactionPage,
+    CompactionRecord,
     CompactResult,
     Context,
     ContextInfo,
+    DroppedRun,
+    LastCompaction,
     Message,
     MessagePage,
+    Pin,
+    Preview,
+    PreviewConfig,
+    RefusedMessage,
     Segment,
     StoredMessage,
     Strategy,
+    TokenBreakdown,
     Tokenizer,
     Window,
 )
-from fastpaca._context import HISTORY_PAGE_SIZE, _ContextRequests
+from fastpaca._base_client import Call
+from fastpaca._context import COMPACTIONS_LIMIT, HISTORY_PAGE_SIZE, _ContextRequests
 from fastpaca._exceptions import APIStatusError, status_error_class
 
 from tests.support.spec import load_spec
@@ -76,6 +87,9 @@ def model_fields(model: type) -> tuple[set[str], set[str]]:
         (Window, "Window"),
         (ClusterInfo, "Cluster"),
         (ClusterMember, "ClusterMember"),
+        (CompactionRecord, "CompactionRecord"),
+        (CompactionAction, "CompactionAction"),
+        (Preview, "Preview"),
     ],
     ids=lambda value: getattr(value, "__name__", value),
 )
@@ -86,16 +100,54 @@ def test_result_models_match_their_schemas(model: type, schema_name: str) -> Non
     assert model_required == required
 
 
-def test_segment_covers_both_segment_schemas() -> None:
-    log, log_required = schema_properties("LogSegment")
-    replacement, replacement_required = schema_properties("ReplacementSegment")
+def test_segment_covers_every_segment_schema() -> None:
+    names_of = [ref["$ref"].rsplit("/", 1)[-1] for ref in schema("Segment")["oneOf"]]
+    shapes = [schema_properties(name) for name in names_of]
     names, required = model_fields(Segment)
-    assert names == log | replacement
-    assert required == log_required & replacement_required
-    segment_types = {
-        schema(name)["properties"]["type"]["const"] for name in ("LogSegment", "ReplacementSegment")
-    }
+    assert names == set().union(*(properties for properties, _ in shapes))
+    assert required == set.intersection(*(required for _, required in shapes))
+    segment_types = {schema(name)["properties"]["type"]["const"] for name in names_of}
     assert set(get_args(get_type_hints(Segment)["type"])) == segment_types
+
+
+def _inline_properties(node: dict[str, Any]) -> tuple[set[str], set[str]]:
+    return set(node["properties"]), set(node.get("required", []))
+
+
+def _items_of(schema_name: str, property_name: str) -> dict[str, Any]:
+    items: dict[str, Any] = schema(schema_name)["properties"][property_name]["items"]
+    return items
+
+
+def test_nested_records_match_their_schemas() -> None:
+    preview = schema("Preview")["properties"]
+    context = schema("Context")["properties"]["last_compaction"]["oneOf"]
+    nested = [
+        (PreviewConfig, _inline_properties(preview["config"])),
+        (TokenBreakdown, _inline_properties(_items_of("Preview", "breakdown"))),
+        (DroppedRun, _inline_properties(_items_of("Preview", "dropped"))),
+        (RefusedMessage, _inline_properties(_items_of("Preview", "refused"))),
+        (LastCompaction, _inline_properties(next(o for o in context if "properties" in o))),
+    ]
+    for model, (properties, required) in nested:
+        assert model_fields(model) == (properties, required), model.__name__
+
+
+def test_compaction_enums_match_the_spec() -> None:
+    record = get_type_hints(CompactionRecord)
+    for name in ("cause", "outcome"):
+        assert set(get_args(record[name])) == set(
+            schema("CompactionRecord")["properties"][name]["enum"]
+        ), name
+    assert set(get_args(get_type_hints(CompactionAction)["reason"])) == set(
+        schema("CompactionAction")["properties"]["reason"]["enum"]
+    )
+
+
+def test_compaction_page_matches_its_schema() -> None:
+    properties, required = schema_properties("CompactionPage")
+    page = CompactionPage([], compactions=0, has_more=False)
+    assert {"records"} | set(vars(page)) == properties == required
 
 
 def test_page_matches_its_schema() -> None:
@@ -116,10 +168,23 @@ def test_message_typeddicts_match_their_schemas() -> None:
 
 
 def test_strategies_and_tokenizers() -> None:
-    strategies = {
-        option["properties"]["strategy"]["const"] for option in schema("PolicyInput")["oneOf"]
-    }
-    assert set(STRATEGIES) == set(get_args(Strategy)) == strategies
+    for schema_name in ("PolicyInput", "Policy"):
+        options = schema(schema_name)["oneOf"]
+        strategies = {
+            option["properties"]["strategy"]["const"]
+            for option in options
+            if "const" in option["properties"]["strategy"]
+        }
+        assert set(STRATEGIES) == set(get_args(Strategy)) == strategies, schema_name
+        # Any other name is a custom policy: the spec's catch-all excludes exactly these.
+        (custom,) = [o for o in options if "const" not in o["properties"]["strategy"]]
+        assert set(custom["properties"]["strategy"]["not"]["enum"]) == strategies
+        pins = {
+            tuple(option["properties"]["config"]["properties"]["pin"]["enum"])
+            for option in options
+            if "pin" in option["properties"]["config"].get("properties", {})
+        }
+        assert pins == {get_args(Pin)}, schema_name
     assert set(TOKENIZERS) == set(get_args(Tokenizer)) == set(schema("Tokenizer")["enum"])
     assert set(get_args(get_type_hints(ContextInfo)["status"])) == set(
         schema("Context")["properties"]["status"]["enum"]
@@ -197,17 +262,24 @@ def test_paging_defaults_match_the_spec() -> None:
     assert limit["maximum"] == HISTORY_PAGE_SIZE
     window = _query_defaults("GET", "/v1/contexts/{context_id}/context")
     assert set(window) == set(inspect.signature(Context.context).parameters) - {"self"}
+    compactions = inspect.signature(Context.compactions).parameters
+    compactions_defaults = _query_defaults("GET", "/v1/contexts/{context_id}/compactions")
+    assert {name: compactions[name].default for name in ("after", "limit")} == (
+        compactions_defaults
+    )
+    assert compactions_defaults["limit"] == COMPACTIONS_LIMIT
 
 
 def test_request_fields_exist_in_the_spec() -> None:
     requests = _ContextRequests()
     requests.id = "chat"
-    calls = {
+    calls: dict[str, Call[Any]] = {
         "AppendRequest": requests._append_call(
             [{}], single=False, if_version=1, idempotency_key=None
         ),
         "CompactRequest": requests._compact_call([], 1, None),
         "MetadataPatch": requests._patch_metadata_call({}, 1),
+        "PreviewRequest": requests._preview_call(1, 0.5, "manual", "o200k_base"),
     }
     for schema_name, call in calls.items():
         properties, _ = schema_properties(schema_name)
@@ -216,12 +288,15 @@ def test_request_fields_exist_in_the_spec() -> None:
         "chat", budget=1, trigger=0.5, policy="manual", metadata={}, tokenizer="o200k_base"
     )
     assert put.json is not None and set(put.json) == schema_properties("ContextPut")[0]
+    preview = calls["PreviewRequest"].json
+    assert preview is not None and set(preview) == schema_properties("PreviewRequest")[0]
+    assert set(preview) == set(inspect.signature(Context.preview).parameters) - {"self"}
 
 
 def test_routes_exist_in_the_spec() -> None:
     requests = _ContextRequests()
     requests.id = "chat"
-    calls = [
+    calls: list[Call[Any]] = [
         requests._get_call(),
         requests._append_call([{}], single=True, if_version=None, idempotency_key=None),
         requests._window_call(None, None),
@@ -229,6 +304,8 @@ def test_routes_exist_in_the_spec() -> None:
         requests._tail_call(0, 1),
         requests._messages_call(0, None, 1),
         requests._patch_metadata_call({}, None),
+        requests._compactions_call(0, 1),
+        requests._preview_call(None, None, None, None),
         fastpaca._context.delete_context_call("chat"),
         fastpaca._context.cluster_call(),
         fastpaca._context.put_context_call(
@@ -240,6 +317,20 @@ def test_routes_exist_in_the_spec() -> None:
         template = call.path.replace("/chat", "/{context_id}")
         assert call.method.lower() in paths[template], f"{call.method} {template}"
     events = requests._events_call(3, include_messages=False)
+    # …and every operation on a context has a call (the websocket feed aside: the
+    # SDK follows the same feed over SSE).
+    called = {
+        (call.method.lower(), call.path.replace("/chat", "/{context_id}"))
+        for call in [*calls, events]
+    }
+    context_operations = {
+        (method, path)
+        for path, item in paths.items()
+        if path.startswith("/v1/contexts/")
+        for method, operation in item.items()
+        if isinstance(operation, dict) and "operationId" in operation
+    }
+    assert context_operations - called == {("get", "/v1/contexts/{context_id}/stream")}
     operation = paths[events.path.replace("/chat", "/{context_id}")][events.method.lower()]
     documented = {
         _resolve_parameter(parameter)["name"]
@@ -260,11 +351,13 @@ def _resolve_parameter(parameter: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_event_types_are_the_specs() -> None:
-    from fastpaca._events import CLOSING_TYPES
+    from fastpaca._events import CLOSING_TYPES, NON_CLOSING_TYPES
 
     schemas = load_spec()["components"]["schemas"]
     types = {
         schemas[ref["$ref"].rsplit("/", 1)[1]]["properties"]["type"]["const"]
         for ref in schemas["Event"]["oneOf"]
     }
-    assert types - {"message"} == CLOSING_TYPES
+    assert types == CLOSING_TYPES | NON_CLOSING_TYPES
+    assert not CLOSING_TYPES & NON_CLOSING_TYPES
+    assert set(schemas["ServerSentEvent"]["properties"]["event"]["enum"]) == types | {"error"}

@@ -68,7 +68,7 @@ class Fastpaca(SyncAPIClient):
         *,
         budget: int | None = None,
         trigger: float | None = None,
-        policy: Policy | Strategy | None = None,
+        policy: Policy | Strategy | str | None = None,
         metadata: Mapping[str, Any] | None = None,
         tokenizer: Tokenizer | None = None,
     ) -> Context:
@@ -83,7 +83,8 @@ class Fastpaca(SyncAPIClient):
             trigger: ``trigger_ratio`` (0 < r ≤ 1, default 0.7).
             policy: ``{"strategy": …, "config": {…}}`` or just a strategy name
                 (``"last_n"``, ``"skip_parts"``, ``"budget"``, ``"time_window"``,
-                ``"manual"``).
+                ``"strip_tool_results"``, ``"summarize"``, ``"manual"``, or a custom
+                policy installed on the server; ``"pipeline"`` needs its ``steps``).
             metadata: replaces the context's metadata.
             tokenizer: ``"o200k_base"`` (default) or ``"cl100k_base"``.
         """
@@ -151,7 +152,7 @@ class AsyncFastpaca(AsyncAPIClient):
         *,
         budget: int | None = None,
         trigger: float | None = None,
-        policy: Policy | Strategy | None = None,
+        policy: Policy | Strategy | str | None = None,
         metadata: Mapping[str, Any] | None = None,
         tokenizer: Tokenizer | None = None,
     ) -> AsyncContext:

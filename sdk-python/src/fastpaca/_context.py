@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import quote
 
 import httpx
@@ -27,18 +27,24 @@ from ._stream import (
     StreamFunction,
 )
 from ._types import (
+    AnthropicWindow,
     AppendResult,
     ClusterInfo,
+    CompactionPage,
+    CompactionRecord,
     CompactResult,
     ContextInfo,
     Event,
     MessageInput,
     MessagePage,
+    OpenAIWindow,
     Policy,
+    Preview,
     StoredMessage,
     Strategy,
     Tokenizer,
     Window,
+    WindowFormat,
 )
 
 if TYPE_CHECKING:
@@ -51,7 +57,9 @@ TAIL_LIMIT = 100
 MESSAGES_LIMIT = 50
 """``GET …/messages`` page size when none is given (the server's default)."""
 HISTORY_PAGE_SIZE = 1000
-"""Page size ``iter_history`` reads with (the server's maximum)."""
+"""Page size ``iter_history`` and ``iter_compactions`` read with (the server's maximum)."""
+COMPACTIONS_LIMIT = 50
+"""``GET …/compactions`` page size when none is given (the server's default)."""
 
 
 def new_idempotency_key() -> str:
@@ -80,12 +88,35 @@ def _parse_compact(response: httpx.Response) -> CompactResult:
     return CompactResult.from_json(decode_json(response), replayed=_replayed(response))
 
 
-def _parse_window(response: httpx.Response) -> Window:
-    return Window.from_json(decode_json(response))
+AnyWindow = Window | OpenAIWindow | AnthropicWindow
+
+
+def _parse_window(response: httpx.Response) -> AnyWindow:
+    body = decode_json(response)
+    if body.get("format") == "openai":
+        return OpenAIWindow.from_json(body)
+    if body.get("format") == "anthropic":
+        return AnthropicWindow.from_json(body)
+    return Window.from_json(body)
 
 
 def _parse_page(response: httpx.Response) -> MessagePage:
     return MessagePage.from_json(decode_json(response))
+
+
+def _parse_compactions(response: httpx.Response) -> CompactionPage:
+    return CompactionPage.from_json(decode_json(response))
+
+
+def _parse_preview(response: httpx.Response) -> Preview:
+    return Preview.from_json(decode_json(response))
+
+
+def _policy_body(policy: Policy | Strategy | str | None) -> Policy | None:
+    """A policy as sent: a bare strategy name becomes ``{"strategy": name}``."""
+    if isinstance(policy, str):
+        return {"strategy": policy}
+    return policy
 
 
 def _without_none(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -104,18 +135,16 @@ def put_context_call(
     *,
     budget: int | None,
     trigger: float | None,
-    policy: Policy | Strategy | None,
+    policy: Policy | Strategy | str | None,
     metadata: Mapping[str, Any] | None,
     tokenizer: Tokenizer | None,
 ) -> Call[ContextInfo]:
     """``PUT /v1/contexts/{id}``: the config is replaced as a whole (see docs/api.md)."""
-    if isinstance(policy, str):
-        policy = {"strategy": policy}
     body = _without_none(
         {
             "token_budget": budget,
             "trigger_ratio": trigger,
-            "policy": policy,
+            "policy": _policy_body(policy),
             "tokenizer": tokenizer,
             "metadata": dict(metadata) if metadata is not None else None,
         }
@@ -155,8 +184,14 @@ class _ContextRequests:
             body["if_version"] = if_version
         return Call("POST", context_path(self.id, "/messages"), _parse_append, json=body)
 
-    def _window_call(self, budget_tokens: int | None, if_version: int | None) -> Call[Window]:
-        params = _without_none({"budget_tokens": budget_tokens, "if_version": if_version})
+    def _window_call(
+        self, budget_tokens: int | None, if_version: int | None, format: WindowFormat = "ui"
+    ) -> Call[AnyWindow]:
+        params: dict[str, Any] = _without_none(
+            {"budget_tokens": budget_tokens, "if_version": if_version}
+        )
+        if format != "ui":  # the default is not sent: a plain read stays as it was
+            params["format"] = format
         return Call("GET", context_path(self.id, "/context"), _parse_window, params=params)
 
     def _compact_call(
@@ -182,6 +217,27 @@ class _ContextRequests:
     ) -> Call[MessagePage]:
         params = _without_none({"after_seq": after_seq, "before_seq": before_seq, "limit": limit})
         return Call("GET", context_path(self.id, "/messages"), _parse_page, params=params)
+
+    def _compactions_call(self, after: int, limit: int) -> Call[CompactionPage]:
+        params = {"after": after, "limit": limit}
+        return Call("GET", context_path(self.id, "/compactions"), _parse_compactions, params=params)
+
+    def _preview_call(
+        self,
+        token_budget: int | None,
+        trigger_ratio: float | None,
+        policy: Policy | Strategy | str | None,
+        tokenizer: Tokenizer | None,
+    ) -> Call[Preview]:
+        body = _without_none(
+            {
+                "token_budget": token_budget,
+                "trigger_ratio": trigger_ratio,
+                "policy": _policy_body(policy),
+                "tokenizer": tokenizer,
+            }
+        )
+        return Call("POST", context_path(self.id, "/preview"), _parse_preview, json=body)
 
     def _patch_metadata_call(
         self, patch: Mapping[str, Any], if_version: int | None
@@ -286,15 +342,51 @@ class Context(_ContextRequests):
         )
         return self._client._send(call)
 
-    def context(self, *, budget_tokens: int | None = None, if_version: int | None = None) -> Window:
+    @overload
+    def context(
+        self,
+        *,
+        budget_tokens: int | None = None,
+        if_version: int | None = None,
+        format: Literal["ui"] = "ui",
+    ) -> Window: ...
+    @overload
+    def context(
+        self,
+        *,
+        budget_tokens: int | None = None,
+        if_version: int | None = None,
+        format: Literal["openai"],
+    ) -> OpenAIWindow: ...
+    @overload
+    def context(
+        self,
+        *,
+        budget_tokens: int | None = None,
+        if_version: int | None = None,
+        format: Literal["anthropic"],
+    ) -> AnthropicWindow: ...
+    def context(
+        self,
+        *,
+        budget_tokens: int | None = None,
+        if_version: int | None = None,
+        format: WindowFormat = "ui",
+    ) -> AnyWindow:
         """The LLM window: the messages for the next model call, with its ``version``.
 
         Args:
             budget_tokens: trim a copy of the window to this many tokens (this
                 response only).
             if_version: refuse unless the context is at this version.
+            format: ``"ui"`` (the default): a :class:`Window` of the stored
+                messages. ``"openai"``: an :class:`OpenAIWindow` whose ``messages``
+                are Chat Completions messages. ``"anthropic"``: an
+                :class:`AnthropicWindow` with the Messages API ``system`` and
+                ``messages``. The server converts (after trimming), as
+                ``fastpaca-openai`` and ``fastpaca-anthropic`` do.
         """
-        return self._client._send(self._window_call(budget_tokens, if_version))
+        return self._client._send(self._window_call(budget_tokens, if_version, format))
 
     def compact(
         self,
@@ -330,6 +422,40 @@ class Context(_ContextRequests):
             if not page.has_more or not page:
                 return
             after_seq = page[-1]["seq"] or after_seq
+
+    def compactions(self, *, after: int = 0, limit: int = COMPACTIONS_LIMIT) -> CompactionPage:
+        """Why messages left the window: the compaction records numbered above ``after``,
+        oldest first, at most ``limit``. ``page.compactions`` counts every compaction
+        (the server keeps the newest 100 records); ``page.has_more`` says whether more
+        records follow."""
+        return self._client._send(self._compactions_call(after, limit))
+
+    def iter_compactions(self, *, after: int = 0) -> Iterator[CompactionRecord]:
+        """Every compaction record numbered above ``after``, oldest first, page by page."""
+        while True:
+            page = self.compactions(after=after, limit=HISTORY_PAGE_SIZE)
+            yield from page
+            if not page.has_more or not page:
+                return
+            after = page[-1].number
+
+    def preview(
+        self,
+        *,
+        token_budget: int | None = None,
+        trigger_ratio: float | None = None,
+        policy: Policy | Strategy | str | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> Preview:
+        """The window the context would have under another config; nothing changes.
+
+        The log is run through the policy from the start, as if the config (the
+        context's own for what is left out) had always been in force; compactions
+        sent with :meth:`compact` and summaries are not replayed. ``policy`` is
+        ``{"strategy": …, "config": {…}}`` or a strategy name.
+        """
+        call = self._preview_call(token_budget, trigger_ratio, policy, tokenizer)
+        return self._client._send(call)
 
     def metadata(self) -> dict[str, Any]:
         """The context's metadata."""
@@ -477,11 +603,39 @@ class AsyncContext(_ContextRequests):
         )
         return await self._client._send(call)
 
+    @overload
     async def context(
-        self, *, budget_tokens: int | None = None, if_version: int | None = None
-    ) -> Window:
+        self,
+        *,
+        budget_tokens: int | None = None,
+        if_version: int | None = None,
+        format: Literal["ui"] = "ui",
+    ) -> Window: ...
+    @overload
+    async def context(
+        self,
+        *,
+        budget_tokens: int | None = None,
+        if_version: int | None = None,
+        format: Literal["openai"],
+    ) -> OpenAIWindow: ...
+    @overload
+    async def context(
+        self,
+        *,
+        budget_tokens: int | None = None,
+        if_version: int | None = None,
+        format: Literal["anthropic"],
+    ) -> AnthropicWindow: ...
+    async def context(
+        self,
+        *,
+        budget_tokens: int | None = None,
+        if_version: int | None = None,
+        format: WindowFormat = "ui",
+    ) -> AnyWindow:
         """The LLM window (see :meth:`Context.context`)."""
-        return await self._client._send(self._window_call(budget_tokens, if_version))
+        return await self._client._send(self._window_call(budget_tokens, if_version, format))
 
     async def compact(
         self,
@@ -512,6 +666,34 @@ class AsyncContext(_ContextRequests):
             if not page.has_more or not page:
                 return
             after_seq = page[-1]["seq"] or after_seq
+
+    async def compactions(
+        self, *, after: int = 0, limit: int = COMPACTIONS_LIMIT
+    ) -> CompactionPage:
+        """Compaction records by number (see :meth:`Context.compactions`)."""
+        return await self._client._send(self._compactions_call(after, limit))
+
+    async def iter_compactions(self, *, after: int = 0) -> AsyncIterator[CompactionRecord]:
+        """Every compaction record numbered above ``after``, oldest first, page by page."""
+        while True:
+            page = await self.compactions(after=after, limit=HISTORY_PAGE_SIZE)
+            for record in page:
+                yield record
+            if not page.has_more or not page:
+                return
+            after = page[-1].number
+
+    async def preview(
+        self,
+        *,
+        token_budget: int | None = None,
+        trigger_ratio: float | None = None,
+        policy: Policy | Strategy | str | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> Preview:
+        """The window under another config (see :meth:`Context.preview`)."""
+        call = self._preview_call(token_budget, trigger_ratio, policy, tokenizer)
+        return await self._client._send(call)
 
     async def metadata(self) -> dict[str, Any]:
         """The context's metadata."""

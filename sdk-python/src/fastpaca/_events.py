@@ -3,8 +3,9 @@
 The server's shape (docs/api.md, "Live events"): each event is one SSE
 message whose ``event:`` is its type and whose ``data:`` is a JSON object
 with ``type`` and ``version``. A version's events (a batch append's
-``message`` events, then its closing ``context``) come together, and only
-the closing event carries ``id:`` (the version). A feed the server ends
+``message`` events, a ``compaction_record`` when the window was compacted,
+then its closing ``context``) come together, and only the closing event
+carries ``id:`` (the version). A feed the server ends
 early (a slow consumer, a shutdown) ends with ``event: error``.
 
 :class:`EventFeed` hands out whole versions only and remembers the last one,
@@ -23,10 +24,19 @@ from typing import Any
 from ._exceptions import FastpacaError
 from ._types import Event
 
-__all__ = ["CLOSING_TYPES", "EventFeed", "SSEDecoder", "ServerSentEvent", "to_event"]
+__all__ = [
+    "CLOSING_TYPES",
+    "NON_CLOSING_TYPES",
+    "EventFeed",
+    "SSEDecoder",
+    "ServerSentEvent",
+    "to_event",
+]
 
 CLOSING_TYPES = frozenset({"context", "compaction", "tombstoned", "gap"})
 """Event types that end a version: the cursor moves to their version."""
+NON_CLOSING_TYPES = frozenset({"message", "compaction_record"})
+"""Event types that come before their version's closing event (held back until it)."""
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
