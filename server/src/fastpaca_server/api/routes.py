@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -379,17 +380,8 @@ async def get_window(request: web.Request) -> web.Response:
         else:
             shown = window_within(window, trim_to, mask)
             segments = windows.segments(shown)
-        if window_format != "ui":
-            return render.formatted_window(
-                window_format=window_format,
-                version=version,
-                messages=shown,
-                budget_tokens=budget,
-                needs_compaction=needs_compaction,
-                segments=segments,
-                tokens=tokens,
-            )
-        return render.window(
+        body = functools.partial(
+            render.window if window_format == "ui" else render.formatted_window,
             version=version,
             messages=shown,
             budget_tokens=budget,
@@ -397,6 +389,7 @@ async def get_window(request: web.Request) -> web.Response:
             segments=segments,
             tokens=tokens,
         )
+        return body() if window_format == "ui" else body(window_format=window_format)
 
     if len(window) <= _INLINE_RENDER_MESSAGES:
         body = render_window()

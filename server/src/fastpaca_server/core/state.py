@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -520,22 +520,9 @@ class StateMachine:
                 context, command.at, "summary", [], outcome="failed", extra={"error": error}
             )
             self._touch(context, command.at)
-            return SummarizeResult(
-                context.version,
-                "failed",
-                context.used_tokens,
-                context.needs_compaction,
-                context.last_seq,
-                record,
-            )
+            return _summary_result(context, "failed", record)
         if command.base != context.compactions or context.config.policy.strategy != "summarize":
-            return SummarizeResult(
-                context.version,
-                "stale",
-                context.used_tokens,
-                context.needs_compaction,
-                context.last_seq,
-            )
+            return _summary_result(context, "stale")
         window = context.window
         mask = context.live.mask
         units = windows.build_units(window, mask)
@@ -547,13 +534,7 @@ class StateMachine:
             if not unit.pinned or any(windows.is_summary(window[i]) for i in unit.indices):
                 folded.update(unit.indices)
         if not folded:
-            return SummarizeResult(
-                context.version,
-                "stale",
-                context.used_tokens,
-                context.needs_compaction,
-                context.last_seq,
-            )
+            return _summary_result(context, "stale")
         previous = [window[i] for i in sorted(folded) if windows.is_summary(window[i])]
         seqs = [window[i].seq for i in sorted(folded) if window[i].seq is not None]
         from_seq = min(
@@ -596,14 +577,7 @@ class StateMachine:
         record = self._record(context, command.at, "summary", [action])
         fallback = self._maintain_window(context, force=False, at=command.at, cause="summary")
         self._touch(context, command.at)
-        return SummarizeResult(
-            context.version,
-            "applied",
-            context.used_tokens,
-            context.needs_compaction,
-            context.last_seq,
-            fallback if fallback is not None else record,
-        )
+        return _summary_result(context, "applied", fallback if fallback is not None else record)
 
     # --- snapshots ---------------------------------------------------------
 
@@ -633,6 +607,21 @@ class StateMachine:
             member = converter.structure(raw, PutMember)
             machine.members[member.node_id] = member
         return machine
+
+
+def _summary_result(
+    context: Context,
+    outcome: Literal["applied", "stale", "failed"],
+    record: JSONObject | None = None,
+) -> SummarizeResult:
+    return SummarizeResult(
+        context.version,
+        outcome,
+        context.used_tokens,
+        context.needs_compaction,
+        context.last_seq,
+        record,
+    )
 
 
 def _merge_record(
