@@ -70,7 +70,7 @@ def test_strip_tool_results_clears_all_but_the_newest_keep_and_records_it() -> N
 def windows_record(context: Any) -> dict[str, Any]:
     import json
 
-    record: dict[str, Any] = json.loads(context.records[-1])
+    record: dict[str, Any] = json.loads(context.all_records()[-1])
     return record
 
 
@@ -221,7 +221,7 @@ def test_custom_policies_keep_a_subsequence_pins_and_the_budget() -> None:
         assert window[0].id == "rules"  # pinned: back even if the policy dropped it
         assert "new" not in ids(window)  # not from the window: ignored
         assert machine.get("c").used_tokens <= 60
-        reasons = {a["reason"] for r in machine.get("c").records for a in _actions(r)}
+        reasons = {a["reason"] for r in machine.get("c").all_records() for a in _actions(r)}
         assert "custom" in reasons
     finally:
         del CUSTOM_POLICIES["odd_only"]
@@ -253,7 +253,7 @@ def test_records_merge_runs_of_the_same_kind_and_keep_the_newest_100() -> None:
     for n in range(50):
         append(machine, text(f"u{n}"), at=n)
     context = machine.get("c")
-    assert (len(context.records), context.compactions) == (1, 48)
+    assert (len(context.all_records()), context.compactions) == (1, 48)
     assert windows_record(context)["actions"][0]["removed"] == [[1, 48]]
     for n in range(150):  # a config change between appends: every record its own
         limit = 2 + n % 2
@@ -261,7 +261,7 @@ def test_records_merge_runs_of_the_same_kind_and_keep_the_newest_100() -> None:
             PutContext("c", 100 + n, _config(Policy("last_n", {"limit": limit}), 100_000))
         )
         append(machine, text(f"v{n}"), at=100 + n)
-    assert len(machine.get("c").records) == 100
+    assert len(machine.get("c").all_records()) == 100
 
 
 def test_a_summary_that_would_break_the_budget_is_a_failure() -> None:
@@ -274,3 +274,14 @@ def test_a_summary_that_would_break_the_budget_is_a_failure() -> None:
     assert result.outcome == "failed" and context.summaries == 0
     assert "would not fit the budget" in (context.last_summary_error or "")
     assert not any(windows.is_summary(m) for m in context.window)
+
+
+def test_a_merged_record_leaves_the_record_an_earlier_event_holds_as_it_was() -> None:
+    machine = machine_with(_config(Policy("last_n", {"limit": 1}), budget=100_000))
+    append(machine, text("u0"), at=0)
+    first = append(machine, text("u1"), at=1).compaction
+    second = append(machine, text("u2"), at=2).compaction
+    assert first is not None and second is not None
+    assert (first["runs"], first["actions"][0]["removed"]) == (1, [[1, 1]])
+    assert (second["runs"], second["actions"][0]["removed"]) == (2, [[1, 2]])
+    assert first["number"] == second["number"]

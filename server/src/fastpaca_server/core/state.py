@@ -90,7 +90,10 @@ class Context:
     last_compaction: tuple[int, str] | None = None
     """Time (ms) and policy of the newest compaction."""
     records: list[bytes] = attrs.field(factory=list)
-    """The newest compaction records, as JSON (see :meth:`StateMachine._record`)."""
+    """Compaction records before the newest, as JSON (see :meth:`StateMachine._record`)."""
+    newest_record: JSONObject | None = None
+    """The newest record, as a dict: a run that continues it makes a new dict from it
+    (never changes it: an event may still hold it), so no JSON per merged run."""
     record_count: int = 0
     """Records numbered so far (a record's ``number``; merged runs share one)."""
     summaries: int = 0
@@ -126,9 +129,14 @@ class Context:
             last_summary_error=self.last_summary_error,
         )
 
+    def all_records(self) -> list[bytes]:
+        """Every kept compaction record as JSON, oldest first."""
+        newest = [] if self.newest_record is None else [ordered_json(self.newest_record)]
+        return [*self.records, *newest]
+
     def compaction_records(self, after: int, limit: int) -> list[bytes]:
         """Kept records numbered above ``after``, oldest first, at most ``limit``."""
-        found = [r for r in self.records if json.loads(r)["number"] > after]
+        found = [r for r in self.all_records() if json.loads(r)["number"] > after]
         return found[:limit]
 
     def messages_between(self, after_seq: int, before_seq: int | None, limit: int) -> list[Message]:
@@ -503,9 +511,12 @@ class StateMachine:
             "actions": actions,
             **(extra or {}),
         }
-        context.records.append(ordered_json(record))
-        if len(context.records) > COMPACTION_RECORDS_PER_CONTEXT:
-            del context.records[: len(context.records) - COMPACTION_RECORDS_PER_CONTEXT]
+        if context.newest_record is not None:
+            context.records.append(ordered_json(context.newest_record))
+            excess = len(context.records) - (COMPACTION_RECORDS_PER_CONTEXT - 1)
+            if excess > 0:
+                del context.records[:excess]
+        context.newest_record = record
         return record
 
     def _summarize(self, command: Summarize) -> SummarizeResult:
@@ -628,13 +639,13 @@ def _merge_record(
     context: Context, at: int, version: int, cause: str, actions: list[JSONObject]
 ) -> JSONObject | None:
     """Extend the newest record with this run if it continues it (see ``_record``)."""
-    if cause != "append" or len(actions) != 1 or not context.records:
+    previous = context.newest_record
+    if cause != "append" or len(actions) != 1 or previous is None:
         return None
     action = actions[0]
     removed = action["removed"]
     if len(removed) != 1 or action["changed"] or "removed_unlogged" in action:
         return None
-    previous = json.loads(context.records[-1])
     if previous["cause"] != "append" or previous["outcome"] != "applied":
         return None
     if len(previous["actions"]) != 1:
@@ -645,15 +656,21 @@ def _merge_record(
         return None
     if last["removed"][0][1] + 1 != removed[0][0]:
         return None
-    last["removed"][0][1] = removed[0][1]
-    last["tokens_after"] = action["tokens_after"]
-    last["detail"] = action["detail"]
-    previous["version"] = version
-    previous["at"] = timestamp(at)
-    previous["runs"] += 1
-    previous["tokens_after"] = action["tokens_after"]
-    context.records[-1] = ordered_json(previous)
-    merged: JSONObject = previous
+    extended = {
+        **last,
+        "removed": [[last["removed"][0][0], removed[0][1]]],
+        "tokens_after": action["tokens_after"],
+        "detail": action["detail"],
+    }
+    merged: JSONObject = {
+        **previous,
+        "version": version,
+        "at": timestamp(at),
+        "runs": previous["runs"] + 1,
+        "tokens_after": action["tokens_after"],
+        "actions": [extended],
+    }
+    context.newest_record = merged
     return merged
 
 
@@ -685,7 +702,7 @@ def _context_to_json(context: Context) -> JSONObject:
         "last_user_seq": context.last_user_seq,
         "compactions": context.compactions,
         "last_compaction": list(context.last_compaction) if context.last_compaction else None,
-        "records": [record.decode() for record in context.records],
+        "records": [record.decode() for record in context.all_records()],
         "record_count": context.record_count,
         "summaries": context.summaries,
         "summary_failures": context.summary_failures,
@@ -729,7 +746,8 @@ def _context_from_json(raw: JSONObject) -> Context:
         # Snapshots of older versions have no records.
         compactions=raw.get("compactions", 0),
         last_compaction=(last_compaction[0], last_compaction[1]) if last_compaction else None,
-        records=[record.encode() for record in raw.get("records", [])],
+        records=[record.encode() for record in raw.get("records", [])[:-1]],
+        newest_record=json.loads(raw["records"][-1]) if raw.get("records") else None,
         record_count=raw.get("record_count", 0),
         summaries=raw.get("summaries", 0),
         summary_failures=raw.get("summary_failures", 0),
