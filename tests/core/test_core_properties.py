@@ -30,6 +30,7 @@ from fastpaca_server.core import (
     CompactResult,
     ContextConfig,
     DomainError,
+    MarkArchived,
     Message,
     MessageInput,
     PatchMetadata,
@@ -310,6 +311,9 @@ def _summary_input(n: int, tokens: int) -> MessageInput:
     return message_input(f"summary-{n}", "system", [{"type": "text", "text": "gist"}], [tokens])
 
 
+archivings = st.builds(
+    MarkArchived, context_ids, st.integers(0, 40), st.sampled_from([0, 1, 3, 1000])
+)
 summarizes = st.builds(
     lambda context_id, base, to_seq, tokens, n, ok: Summarize(
         context_id,
@@ -346,6 +350,7 @@ one_command = weighted(
     (patches, 2),
     (tombstones, 1),
     (summarizes, 3),
+    (archivings, 3),
     (st.builds(Retry, st.integers(0, 50)), 3),
 )
 
@@ -362,7 +367,7 @@ def _resolve(first: PutContext, drawn: list[Command | Retry]) -> list[Command]:
                 continue
             command: Command = attrs.evolve(keyed[item.pick % len(keyed)], at=at)
         else:
-            command = attrs.evolve(item, at=at)
+            command = attrs.evolve(item, at=at) if hasattr(item, "at") else item
         if isinstance(command, AppendMessages | Compact) and command.idempotency_key:
             keyed.append(command)
         commands.append(command)
@@ -437,6 +442,7 @@ OTHER_REFUSALS = {
     "patch_metadata": {"context_tombstoned", "version_conflict", "metadata_too_large"},
     "tombstone": set(),
     "summarize": {"context_tombstoned"},
+    "mark_archived": set(),
 }
 
 
@@ -475,7 +481,12 @@ def apply_and_track(
 
     if replay is not None:
         assert result.replayed is True
-        assert attrs.evolve(result, replayed=False) == replay[1], "not the first result"
+        first = replay[1]
+        if isinstance(result, AppendResult) and result.archived:
+            # Messages that left the hot tail are the archive's to answer (the API reads
+            # them): the replay holds the rest, and says how many are missing.
+            first = attrs.evolve(first, messages=first.messages[result.archived :])
+        assert attrs.evolve(result, replayed=False) == first, "not the first result"
         assert machine.to_bytes() == before, "a replay must store nothing"
         return
 
@@ -484,6 +495,16 @@ def apply_and_track(
         return
     assert model is not None
     context = machine.get(context_id)
+    if isinstance(command, MarkArchived):
+        # The watermark is not a version: nothing the version covers may change.
+        assert context.version == model.version
+        assert result == context.archived_seq >= min(command.archived_seq, context.last_seq)
+        hot = context.last_seq - context.log_offset
+        assert hot >= min(command.tail_keep, context.last_seq - context.archived_seq) or (
+            context.log_offset == 0
+        )
+        model.snapshot = _context_json(machine, context_id)
+        return
     if windows.pin_mask(context.config) != windows.PIN_ALL:
         model.system_floor_seq = len(model.log) + (
             len(command.messages) if isinstance(command, AppendMessages) else 0
@@ -550,8 +571,9 @@ def budget_holds(machine: StateMachine, models: dict[str, ContextModel]) -> None
 def seqs_are_gap_free(machine: StateMachine, models: dict[str, ContextModel]) -> None:
     """Guarantee 2: seq is 1, 2, 3 … and versions only go up, by one per change."""
     for context_id, context in machine.contexts.items():
-        assert [m.seq for m in context.log] == list(range(1, len(context.log) + 1))
-        assert context.last_seq == len(context.log)
+        first = context.log_offset + 1
+        assert [m.seq for m in context.log] == list(range(first, first + len(context.log)))
+        assert context.last_seq == context.log_offset + len(context.log)
         model = models[context_id]
         now = _context_json(machine, context_id)
         if now != model.snapshot:
@@ -564,7 +586,9 @@ def seqs_are_gap_free(machine: StateMachine, models: dict[str, ContextModel]) ->
 def log_keeps_every_message(machine: StateMachine, models: dict[str, ContextModel]) -> None:
     """Every accepted message is in the log, unchanged, in order; nothing else is."""
     for context_id, context in machine.contexts.items():
-        assert context.log == models[context_id].log
+        model = models[context_id].log
+        assert context.log == model[context.log_offset :]
+        assert context.log_offset <= context.archived_seq <= context.last_seq == len(model)
 
 
 def window_is_made_of_the_log(machine: StateMachine, models: dict[str, ContextModel]) -> None:
@@ -582,7 +606,7 @@ def window_is_made_of_the_log(machine: StateMachine, models: dict[str, ContextMo
         for message in context.window:
             if message.seq is None:
                 continue
-            original = context.log[message.seq - 1]
+            original = models[context_id].log[message.seq - 1]
             assert (message.id, message.role, message.metadata) == (
                 original.id,
                 original.role,
@@ -619,7 +643,7 @@ def pinned_messages_stay(machine: StateMachine, models: dict[str, ContextModel])
         floor = models[context_id].floor_seq
         window_by_seq = {m.seq: m for m in context.window if m.seq is not None}
         system_floor = max(floor, models[context_id].system_floor_seq)
-        for message in context.log[floor:]:
+        for message in models[context_id].log[floor:]:
             flagged = windows.is_pinned(message, PIN_FLAG)
             if not flagged and (message.seq or 0) <= system_floor:
                 continue  # a system message from while pin: "none" was in force

@@ -40,6 +40,7 @@ from ..core import (
     Command,
     Compact,
     CompactResult,
+    MarkArchived,
     PatchMetadata,
     PutContext,
     StateMachine,
@@ -468,6 +469,8 @@ class HubListener:
     def command_applied(self, command: Command, result: Any) -> None:
         if isinstance(result, AppendResult | CompactResult) and result.replayed:
             return
+        if isinstance(command, MarkArchived):
+            return  # no version: the watermark is not an event
         segments = None
         if isinstance(command, Compact) and self._machine is not None:
             context = self._machine.contexts.get(command.context_id)

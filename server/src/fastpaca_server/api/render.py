@@ -57,6 +57,7 @@ def context(item: ContextView) -> JSONObject:
         "created_at": timestamp(item.created_at),
         "updated_at": timestamp(item.updated_at),
         "window_messages": item.window_messages,
+        "archived_seq": item.archived_seq,
         "compactions": item.compactions,
         "last_compaction": (
             None if last is None else {"at": timestamp(last[0]), "policy": last[1]}

@@ -433,7 +433,25 @@ class Summarize:
     kind: Literal["summarize"] = "summarize"
 
 
-Command = PutContext | AppendMessages | Compact | PatchMetadata | Tombstone | Summarize
+@attrs.frozen
+class MarkArchived:
+    """The archive holds every message of the context up to ``archived_seq``.
+
+    The leader proposes it after a batch landed in Postgres. The watermark only
+    rises, and the hot tail in memory is trimmed to the newest ``tail_keep``
+    messages, never below the watermark. It changes no version: the log, the
+    window and the config are what they were.
+    """
+
+    context_id: str
+    archived_seq: int
+    tail_keep: int
+    kind: Literal["mark_archived"] = "mark_archived"
+
+
+Command = (
+    PutContext | AppendMessages | Compact | PatchMetadata | Tombstone | Summarize | MarkArchived
+)
 
 
 @attrs.frozen
@@ -476,6 +494,9 @@ class AppendResult:
     answer, and 0 on a replay, which is rebuilt from the log)."""
     compaction: JSONObject | None = attrs.field(default=None, eq=False)
     """The record of the compaction this append set off (events; not part of the answer)."""
+    archived: int = attrs.field(default=0, eq=False)
+    """A replay whose first ``archived`` messages left the hot tail: the API reads them
+    from the archive (``messages`` holds the rest)."""
 
 
 @attrs.frozen
@@ -558,6 +579,7 @@ def command_from_json(data: JSONObject) -> Command:
         "patch_metadata": PatchMetadata,
         "tombstone": Tombstone,
         "summarize": Summarize,
+        "mark_archived": MarkArchived,
     }
     command_type = kinds[data["kind"]]
     return converter.structure(data, command_type)

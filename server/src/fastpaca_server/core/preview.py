@@ -113,7 +113,8 @@ def preview(context: Context, config: ContextConfig, recount: Recount | None = N
 
     Costs one append per batch (the state machine's window upkeep is
     amortised O(1) per message) plus O(log) to compare the result with the
-    log. ``context`` is not changed.
+    log. ``context`` is not changed. With the archive on, the log in memory is
+    the hot tail (seqs after ``log_offset``): that is what is replayed.
     """
     log = context.log
     machine = StateMachine()
@@ -140,14 +141,16 @@ def preview(context: Context, config: ContextConfig, recount: Recount | None = N
         for message in window
         if (seq := message.seq) is not None and message.raw != result.log[seq - 1].raw
     ]
-    if refused:
+    if refused or context.log_offset:
         window = [_renumbered(message, replayed) for message in window]
     return Preview(
         messages=window,
         used_tokens=result.used_tokens,
         needs_compaction=result.needs_compaction,
         segments=windows.segments(window),
-        dropped=_missing_ranges([m.seq for m in window if m.seq is not None], context.last_seq),
+        dropped=_missing_ranges(
+            [m.seq for m in window if m.seq is not None], context.last_seq, context.log_offset + 1
+        ),
         changed=changed,
         refused=refused,
         config=config,
@@ -206,10 +209,10 @@ def _renumbered(message: Message, replayed: list[int]) -> Message:
     )
 
 
-def _missing_ranges(kept: Sequence[int], last_seq: int) -> list[tuple[int, int]]:
-    """Inclusive ranges of the seqs ``1..last_seq`` not in ``kept`` (ascending seqs)."""
+def _missing_ranges(kept: Sequence[int], last_seq: int, first: int = 1) -> list[tuple[int, int]]:
+    """Inclusive ranges of the seqs ``first..last_seq`` not in ``kept`` (ascending seqs)."""
     ranges: list[tuple[int, int]] = []
-    expected = 1
+    expected = first
     for seq in [*kept, last_seq + 1]:
         if seq > expected:
             ranges.append((expected, seq - 1))

@@ -32,6 +32,7 @@ from .models import (
     ContextStatus,
     JSONObject,
     KeptMessage,
+    MarkArchived,
     Message,
     MessageInput,
     PatchMetadata,
@@ -73,6 +74,7 @@ class Context:
     status: ContextStatus = "active"
     version: int = 1
     log: list[Message] = attrs.field(factory=list)
+    """The hot tail of the message log: seqs ``log_offset + 1`` … ``last_seq``."""
     live: LiveWindow = attrs.field(factory=LiveWindow)
     """The LLM window with its index (snapshots store it as ``window``)."""
     used_tokens: int = 0
@@ -91,6 +93,10 @@ class Context:
     """Time (ms) and policy of the newest compaction."""
     records: list[bytes] = attrs.field(factory=list)
     """Compaction records before the newest, as JSON (see :meth:`StateMachine._record`)."""
+    log_offset: int = 0
+    """Messages dropped from the front of ``log`` (they are in the archive)."""
+    archived_seq: int = 0
+    """Every message up to this seq is in the archive (the leader's watermark)."""
     newest_record: JSONObject | None = None
     """The newest record, as a dict: a run that continues it makes a new dict from it
     (never changes it: an event may still hold it), so no JSON per merged run."""
@@ -102,7 +108,12 @@ class Context:
 
     @property
     def last_seq(self) -> int:
-        return len(self.log)
+        return self.log_offset + len(self.log)
+
+    def hot(self, seq: int) -> Message | None:
+        """Log message ``seq`` if it is in the hot tail (in memory)."""
+        index = seq - self.log_offset - 1
+        return self.log[index] if 0 <= index < len(self.log) else None
 
     @property
     def window(self) -> list[Message]:
@@ -123,6 +134,7 @@ class Context:
             created_at=self.created_at,
             updated_at=self.updated_at,
             window_messages=len(self.live),
+            archived_seq=self.archived_seq,
             compactions=self.compactions,
             last_compaction=self.last_compaction,
             summary_failures=self.summary_failures,
@@ -140,10 +152,12 @@ class Context:
         return found[:limit]
 
     def messages_between(self, after_seq: int, before_seq: int | None, limit: int) -> list[Message]:
-        """Log messages with ``after_seq < seq < before_seq``, oldest first, at most ``limit``."""
+        """Hot log messages with ``after_seq < seq < before_seq``, oldest first, at most
+        ``limit`` (seqs at or below ``log_offset`` are the archive's to answer)."""
         end = self.last_seq if before_seq is None else min(before_seq - 1, self.last_seq)
-        start = max(after_seq, 0)
-        return self.log[start : min(end, start + limit)] if end > start else []
+        start = max(after_seq, self.log_offset)
+        offset = self.log_offset
+        return self.log[start - offset : min(end, start + limit) - offset] if end > start else []
 
     def cached_segments(self) -> list[dict[str, int | str | None]] | None:
         """The window's :func:`~.window.segments` if a read at this version computed them."""
@@ -159,9 +173,11 @@ class Context:
         return window_within(self.window, budget, self.live.mask)
 
     def tail(self, offset: int, limit: int) -> list[Message]:
-        """The ``limit`` messages before the newest ``offset``, oldest first."""
-        end = max(self.last_seq - offset, 0)
-        return self.log[max(end - limit, 0) : end]
+        """The hot part of the ``limit`` messages before the newest ``offset``, oldest
+        first (the seqs before them, down to ``end - limit``, are the archive's)."""
+        end = max(self.last_seq - offset, self.log_offset)
+        start = max(end - limit, self.log_offset)
+        return self.log[start - self.log_offset : end - self.log_offset]
 
 
 @attrs.frozen
@@ -183,6 +199,7 @@ class ContextView:
     created_at: int
     updated_at: int
     window_messages: int = 0
+    archived_seq: int = 0
     compactions: int = 0
     last_compaction: tuple[int, str] | None = None
     summary_failures: int = 0
@@ -266,6 +283,8 @@ class StateMachine:
             return self._patch_metadata(command)
         if isinstance(command, Summarize):
             return self._summarize(command)
+        if isinstance(command, MarkArchived):
+            return self._mark_archived(command)
         return self._tombstone(command)
 
     def put_member(self, command: PutMember) -> bool:
@@ -296,7 +315,7 @@ class StateMachine:
         metadata = context.metadata if command.metadata is None else dict(command.metadata)
         if config == context.config and metadata == context.metadata:
             return context.view()
-        if config.tokenizer != context.config.tokenizer and (context.log or len(context.live)):
+        if config.tokenizer != context.config.tokenizer and (context.last_seq or len(context.live)):
             raise Conflict(
                 "The tokenizer of a context with messages cannot change: "
                 "its counts would be wrong.",
@@ -519,6 +538,19 @@ class StateMachine:
         context.newest_record = record
         return record
 
+    def _mark_archived(self, command: MarkArchived) -> int:
+        """Raise the archive watermark and trim the hot tail (see :class:`MarkArchived`).
+        Returns the watermark."""
+        context = self.get(command.context_id)
+        context.archived_seq = min(
+            max(context.archived_seq, command.archived_seq), context.last_seq
+        )
+        keep_from = min(context.archived_seq, context.last_seq - max(command.tail_keep, 0))
+        if keep_from > context.log_offset:
+            del context.log[: keep_from - context.log_offset]
+            context.log_offset = keep_from
+        return context.archived_seq
+
     def _summarize(self, command: Summarize) -> SummarizeResult:
         """Apply a summary job's outcome (see :class:`~.models.Summarize`)."""
         context = self.get(command.context_id)
@@ -682,7 +714,7 @@ def _context_to_json(context: Context) -> JSONObject:
     window: list[JSONObject | list[Any]] = []
     for message in context.live.messages():
         seq = message.seq
-        if seq is not None and 0 < seq <= len(log) and log[seq - 1] is message:
+        if seq is not None and context.hot(seq) is message:
             window.append({"ref": seq})
         else:
             window.append(_message_to_json(message))
@@ -695,6 +727,8 @@ def _context_to_json(context: Context) -> JSONObject:
         "status": context.status,
         "version": context.version,
         "log": [_message_to_json(message) for message in log],
+        "log_offset": context.log_offset,
+        "archived_seq": context.archived_seq,
         "window": window,
         "used_tokens": context.used_tokens,
         "needs_compaction": context.needs_compaction,
@@ -723,8 +757,9 @@ def _message_from_json(entry: list[Any]) -> Message:
 
 def _context_from_json(raw: JSONObject) -> Context:
     log = [_message_from_json(entry) for entry in raw["log"]]
+    offset = raw.get("log_offset", 0)  # snapshots of older versions kept the whole log
     window = [
-        log[entry["ref"] - 1] if isinstance(entry, dict) else _message_from_json(entry)
+        log[entry["ref"] - 1 - offset] if isinstance(entry, dict) else _message_from_json(entry)
         for entry in raw["window"]
     ]
     config = converter.structure(raw["config"], ContextConfig)
@@ -738,6 +773,8 @@ def _context_from_json(raw: JSONObject) -> Context:
         status=raw["status"],
         version=raw["version"],
         log=log,
+        log_offset=offset,
+        archived_seq=raw.get("archived_seq", 0),
         live=live_window(config, window),
         used_tokens=raw["used_tokens"],
         needs_compaction=raw["needs_compaction"],
@@ -816,7 +853,7 @@ def _resolve_replacement(
                 f"holds seqs 1-{context.last_seq}. Leave 'seq' out to add a new message.",
                 "unknown_seq",
             )
-        candidates = [in_window.get(item.seq), context.log[item.seq - 1]]
+        candidates = [in_window.get(item.seq), context.hot(item.seq)]
         kept = next((m for m in candidates if m is not None and _keeps(m, item)), None)
         if kept is None:
             raise InvalidInput(
@@ -890,14 +927,17 @@ def _replay(
             message_count=remembered.count,
         )
     first = remembered.first_seq
+    seqs = range(first, first + remembered.count)
+    hot = [m for seq in seqs if (m := context.hot(seq)) is not None]
     appended = [
         AppendedMessage(seq=m.seq or 0, id=m.id, token_count=m.token_count, created_at=m.created_at)
-        for m in context.log[first - 1 : first - 1 + remembered.count]
+        for m in hot
     ]
     return AppendResult(
         version=remembered.version,
         last_seq=first + remembered.count - 1,
         messages=appended,
+        archived=remembered.count - len(hot),
         used_tokens=remembered.used_tokens,
         needs_compaction=remembered.needs_compaction,
     )
