@@ -208,6 +208,35 @@ def build_parser() -> argparse.ArgumentParser:
         None,
         "this node's API URL as other nodes and clients reach it (default: http://HOST:PORT)",
     )
+    archive = parser.add_argument_group(
+        "archive", "the PostgreSQL archive (DATABASE_URL is read too, after FASTPACA_DATABASE_URL)"
+    )
+    _add(
+        archive,
+        "--database-url",
+        "DATABASE_URL",
+        os.environ.get("DATABASE_URL"),
+        "postgresql://user:password@host:port/db: archive every message there (write-behind) "
+        "and keep only the hot tail in memory",
+        secret=True,
+    )
+    _add(
+        archive,
+        "--tail-keep",
+        "TAIL_KEEP",
+        "1000",
+        "with the archive: messages of each context kept in memory (older ones are read "
+        "from Postgres)",
+        int,
+    )
+    _add(
+        archive,
+        "--archive-batch",
+        "ARCHIVE_BATCH",
+        "1000",
+        "with the archive: most messages of one context written in one transaction",
+        int,
+    )
     summaries = parser.add_argument_group(
         "summaries", "the summarize policy (the API key is read from FASTPACA_SUMMARIZER_API_KEY)"
     )
@@ -262,6 +291,10 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         parser.error("0 < --events-heartbeat < --events-idle-timeout")
     if bool(args.summarizer_base_url) != bool(args.summarizer_model):
         parser.error("the summarizer needs both --summarizer-base-url and --summarizer-model")
+    if args.tail_keep < 0 or args.archive_batch < 1:
+        parser.error("--tail-keep >= 0, --archive-batch >= 1")
+    if args.database_url and not args.database_url.startswith(("postgresql://", "postgres://")):
+        parser.error("--database-url must be a postgresql:// URL")
     if args.summarizer_timeout <= 0:
         parser.error("--summarizer-timeout > 0")
     if not 1 <= args.groups <= MAX_GROUPS:
@@ -301,6 +334,9 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         groups=args.groups,
         cluster=cluster,
         advertise_url=args.advertise_url or None,
+        database_url=args.database_url or None,
+        tail_keep=args.tail_keep,
+        archive_batch=args.archive_batch,
         summarizer_base_url=args.summarizer_base_url or None,
         summarizer_model=args.summarizer_model or None,
         summarizer_api_key=os.environ.get(_variable("SUMMARIZER_API_KEY")) or None,

@@ -39,6 +39,12 @@ class ServerConfig:
     """Raft peers and secret; ``None`` for a single node."""
     advertise_url: str | None = None
     """Where clients and other nodes reach this node's API (default: from host and port)."""
+    database_url: str | None = attrs.field(default=None, repr=False)
+    """PostgreSQL archive (``postgresql://…``); ``None``: every message stays in memory."""
+    tail_keep: int = 1000
+    """With the archive: messages of each context kept in memory (the hot tail)."""
+    archive_batch: int = 1000
+    """With the archive: most messages of one context written in one transaction."""
     summarizer_base_url: str | None = None
     """OpenAI-compatible endpoint the ``summarize`` policy calls (``None``: policy refused)."""
     summarizer_model: str | None = None

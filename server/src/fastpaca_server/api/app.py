@@ -10,20 +10,23 @@ route answer 503 ``not_ready``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from ..archive.writer import ArchiveWriter
 from ..config import ServerConfig
 from ..plugins import load_policies
 from ..replication import DataDirectoryLock
+from ..replication.node import ApplyListener
 from ..summarizer import Summarizer, SummarizerConfig
 from . import streams
 from .errors import Handler, error_middleware, error_response
 from .events import EventHub
-from .keys import CONFIG, CUSTOM, EVENTS, METRICS, STORE, SUMMARIES
+from .keys import ARCHIVE, CONFIG, CUSTOM, EVENTS, METRICS, STORE, SUMMARIES
 from .metrics import Metrics
 from .routes import routes
 from .startup import NotReady, StoreStartup
@@ -94,10 +97,23 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
     startup = app[STORE]
     # The event hub listens from before the Raft thread starts: it sees the journal replayed.
     loop = asyncio.get_running_loop()
-    startup.start(
-        apply_listeners=lambda: [app[EVENTS].listener(loop), app[SUMMARIES].listener(loop)]
-    )
+    archive = app[ARCHIVE]
+
+    def listeners() -> list[ApplyListener]:
+        found: list[ApplyListener] = [app[EVENTS].listener(loop), app[SUMMARIES].listener(loop)]
+        if archive is not None:
+            found.append(archive.listener(loop))
+        return found
+
+    startup.start(apply_listeners=listeners)
+    writer = None if archive is None else asyncio.create_task(archive.run())
     yield
+    if writer is not None:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    if archive is not None:
+        await archive.close()
     await app[SUMMARIES].close()
     await startup.close()
 
@@ -120,6 +136,21 @@ def _summarizer(config: ServerConfig) -> Summarizer | None:
     )
 
 
+def _archive(config: ServerConfig, startup: StoreStartup, metrics: Metrics) -> ArchiveWriter | None:
+    if not config.database_url:
+        return None
+    writer = ArchiveWriter(
+        config.database_url,
+        lambda: startup.opened if startup.ready else None,
+        tail_keep=config.tail_keep,
+        batch=config.archive_batch,
+        on_written=metrics.archive_rows.inc,
+        on_failed=metrics.archive_failures.inc,
+    )
+    metrics.archive = writer.refresh
+    return writer
+
+
 def create_app(config: ServerConfig) -> web.Application:
     """The app; raises :class:`~..plugins.PolicyPluginError` if a custom policy
     cannot be loaded."""
@@ -136,6 +167,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app[STORE] = startup
     app[CUSTOM] = custom
     app[SUMMARIES] = SummaryJobs(startup, _summarizer(config), metrics)
+    app[ARCHIVE] = _archive(config, startup, metrics)
     app[EVENTS] = EventHub(
         retain=config.events_retain,
         retain_total=config.events_retain_total,

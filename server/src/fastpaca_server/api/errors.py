@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from ..archive.store import ArchiveUnavailable
 from ..core import DomainError
 from ..replication import MembershipRefused, ReplicationError
 from .startup import NotReady
@@ -50,6 +51,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(409, "membership_change_refused", error.message)
     except NotReady as error:
         return error_response(503, "not_ready", error.message, {"Retry-After": "1"})
+    except ArchiveUnavailable as error:
+        message = f"The archive (PostgreSQL) cannot be read: {error}. Retry later."
+        return error_response(503, "archive_unavailable", message, {"Retry-After": "1"})
     except web.HTTPRequestEntityTooLarge:
         limit = request.app._client_max_size
         return error_response(

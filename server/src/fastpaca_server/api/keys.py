@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..archive.writer import ArchiveWriter
 from ..config import ServerConfig
 from .events import EventHub
 from .metrics import Metrics
@@ -17,3 +18,5 @@ EVENTS = web.AppKey("events", EventHub)
 SUMMARIES = web.AppKey("summaries", SummaryJobs)
 CUSTOM: web.AppKey[tuple[str, ...]] = web.AppKey("custom_policies")
 """Names of the custom policies installed (``fastpaca.policies`` entry points)."""
+ARCHIVE: web.AppKey[ArchiveWriter | None] = web.AppKey("archive")
+"""The archive's write-behind (and its store, for reads); ``None`` without ``--database-url``."""

@@ -11,6 +11,8 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ..archive.writer import ArchiveStatus
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _WINDOW_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
@@ -31,6 +33,13 @@ class Metrics:
     compactions: Counter = attrs.field(init=False)
     summaries: Counter = attrs.field(init=False)
     summary_seconds: Histogram = attrs.field(init=False)
+    archive_rows: Counter = attrs.field(init=False)
+    archive_failures: Counter = attrs.field(init=False)
+    archive_backlog: Gauge = attrs.field(init=False)
+    archive_lag: Gauge = attrs.field(init=False)
+    archive_connected: Gauge = attrs.field(init=False)
+    archive: Callable[[], ArchiveStatus] | None = None
+    """Measures the archive writer's status, read into the gauges at each scrape."""
 
     def __attrs_post_init__(self) -> None:
         registry = self.registry
@@ -97,7 +106,38 @@ class Metrics:
             registry=registry,
         )
 
+        self.archive_rows = Counter(
+            "fastpaca_archive_rows",
+            "Messages this node wrote to the archive (new rows; duplicates not counted).",
+            registry=registry,
+        )
+        self.archive_failures = Counter(
+            "fastpaca_archive_failures",
+            "Archive writes that failed (Postgres down, slow or refusing); they are retried.",
+            registry=registry,
+        )
+        self.archive_backlog = Gauge(
+            "fastpaca_archive_backlog_messages",
+            "Messages of the contexts this node leads that are not in the archive yet.",
+            registry=registry,
+        )
+        self.archive_lag = Gauge(
+            "fastpaca_archive_lag_seconds",
+            "Age of the oldest message not in the archive yet (0: none).",
+            registry=registry,
+        )
+        self.archive_connected = Gauge(
+            "fastpaca_archive_connected",
+            "1 when the last archive operation succeeded, 0 when Postgres is unreachable.",
+            registry=registry,
+        )
+
     def render(self) -> web.Response:
+        if self.archive is not None:
+            status = self.archive()
+            self.archive_backlog.set(status.backlog)
+            self.archive_lag.set(status.lag_seconds)
+            self.archive_connected.set(1 if status.connected else 0)
         response = web.Response(body=generate_latest(self.registry))
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response

@@ -169,10 +169,12 @@ def formatted_window(
     return _compact(body)
 
 
-def page(items: list[Message], **extra: Any) -> bytes:
-    """A page of log messages (``tail``, ``messages``): their stored bytes, joined."""
+def page(items: list[Message], archived: list[bytes] = (), **extra: Any) -> bytes:  # type: ignore[assignment]
+    """A page of log messages (``tail``, ``messages``): their stored bytes, joined
+    (``archived``: the bytes of older ones read from the archive, which come first)."""
     rest = _compact(extra)[1:]  # the extra fields' object without its opening brace
-    return b"".join((b'{"messages":[', b",".join(map(_RAW, items)), b"],", rest))
+    raws = [*archived, *map(_RAW, items)]
+    return b"".join((b'{"messages":[', b",".join(raws), b"],", rest))
 
 
 _RAW = operator.attrgetter("raw")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Literal, TypeVar
 
 import attrs
@@ -14,6 +16,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiMapping
 
 from .. import tokens
+from ..archive.store import ArchiveStore, ArchiveUnavailable
 from ..core import (
     AppendMessages,
     Compact,
@@ -29,6 +32,7 @@ from ..core import window as windows
 from ..core.models import (
     DEFAULT_PLACEHOLDER,
     MAX_TOKEN_BUDGET,
+    AppendedMessage,
     AppendResult,
     CompactResult,
     ContextConfig,
@@ -42,7 +46,7 @@ from ..core.state import check_version, window_within
 from ..replication import ReplicatedStore
 from ..tokens import count_parts
 from . import render, validation
-from .keys import CONFIG, CUSTOM, METRICS, STORE
+from .keys import ARCHIVE, CONFIG, CUSTOM, METRICS, STORE
 from .startup import NotReady
 
 routes = web.RouteTableDef()
@@ -279,6 +283,8 @@ async def append_messages(request: web.Request) -> web.Response:
         if_version=if_version,
     )
     result: AppendResult = await _store(request, context_id).submit(command)
+    if result.archived:  # a replay of messages that left the hot tail: read them back
+        result = await _with_archived(request, context_id, result)
     if not result.replayed:
         metrics = request.app[METRICS]
         metrics.appended_messages.inc(len(messages))
@@ -292,8 +298,67 @@ async def append_messages(request: web.Request) -> web.Response:
     )
 
 
+async def _with_archived(
+    request: web.Request, context_id: str, result: AppendResult
+) -> AppendResult:
+    first = result.last_seq - result.archived - len(result.messages) + 1
+    raws = await (await _archived(request)).read_range(
+        context_id, first - 1, first + result.archived, result.archived
+    )
+    older = []
+    for raw in raws:
+        data = json.loads(raw)
+        moment = datetime.fromisoformat(data["created_at"].replace("Z", "+00:00"))
+        older.append(
+            AppendedMessage(
+                seq=data["seq"],
+                id=data["id"],
+                token_count=data["token_count"],
+                created_at=int(moment.timestamp() * 1000),
+            )
+        )
+    return attrs.evolve(result, messages=[*older, *result.messages], archived=0)
+
+
+@routes.get("/v1/contexts/{context_id}/export")
+async def export(request: web.Request) -> web.StreamResponse:
+    """The whole history as JSON Lines in seq order: the archive's part, then the hot tail."""
+    context_id = _context_id(request)
+    validation.query(request.query, {}, {})
+    with (await _synced(request, context_id)).read() as machine:
+        context = machine.get(context_id)
+        last_seq, offset = context.last_seq, context.log_offset
+        hot = list(context.log)
+    store = await _archived(request) if offset else None
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "application/x-ndjson; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="{context_id}.jsonl"',
+            "X-Fastpaca-Last-Seq": str(last_seq),
+        }
+    )
+    await response.prepare(request)
+    if store is not None:
+        async for chunk in store.iter_range(context_id, 0, offset):
+            await response.write(b"".join(raw + b"\n" for raw in chunk))
+    for start in range(0, len(hot), 1000):
+        await response.write(b"".join(m.raw + b"\n" for m in hot[start : start + 1000]))
+    await response.write_eof()
+    return response
+
+
 def _replay_header(replayed: bool) -> dict[str, str]:
     return {"Idempotent-Replayed": "true"} if replayed else {}
+
+
+async def _archived(request: web.Request) -> ArchiveStore:
+    """The archive, for reads of messages older than the hot tail (503 if unreachable)."""
+    writer = request.app[ARCHIVE]
+    store = None if writer is None else await writer.open()
+    if store is None:
+        reason = writer.status.last_error if writer is not None else None
+        raise ArchiveUnavailable(reason or "no archive is configured")
+    return store
 
 
 @routes.get("/v1/contexts/{context_id}/tail")
@@ -307,8 +372,15 @@ async def tail(request: web.Request) -> web.Response:
     with (await _synced(request, context_id)).read() as machine:
         context = machine.get(context_id)
         items = context.tail(params["offset"], params["limit"])
-        has_more = bool(items) and (items[0].seq or 0) > 1
-        body = render.page(items, last_seq=context.last_seq, has_more=has_more)
+        last_seq, offset = context.last_seq, context.log_offset
+    end = max(last_seq - params["offset"], 0)
+    start = max(end - params["limit"], 0)
+    archived: list[bytes] = []
+    if start < offset:  # older than the hot tail: read through from the archive
+        until = min(end, offset)
+        archived = await (await _archived(request)).read_last(context_id, until + 1, until - start)
+    has_more = start > 0 and bool(items or archived)
+    body = render.page(items, archived, last_seq=last_seq, has_more=has_more)
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
@@ -324,14 +396,22 @@ async def list_messages(request: web.Request) -> web.Response:
         },
         {"after_seq": 0, "limit": 50},
     )
+    after, limit = params["after_seq"], params["limit"]
     with (await _synced(request, context_id)).read() as machine:
         context = machine.get(context_id)
-        items = context.messages_between(
-            params["after_seq"], params.get("before_seq"), params["limit"]
+        items = context.messages_between(after, params.get("before_seq"), limit)
+        last_seq, offset = context.last_seq, context.log_offset
+    end = min(last_seq, params.get("before_seq", last_seq + 1) - 1)
+    archived: list[bytes] = []
+    if after < offset and after < end:  # older than the hot tail: read through
+        archived = await (await _archived(request)).read_range(
+            context_id, after, min(end, offset) + 1, limit
         )
-        end = context.last_seq if "before_seq" not in params else params["before_seq"] - 1
-        has_more = bool(items) and (items[-1].seq or 0) < min(end, context.last_seq)
-        body = render.page(items, last_seq=context.last_seq, has_more=has_more)
+        complete = len(archived) == min(end, offset) - after  # the archived part is whole
+        items = items[: limit - len(archived)] if complete else []
+    shown = len(archived) + len(items)
+    has_more = shown > 0 and after + shown < end
+    body = render.page(items, archived, last_seq=last_seq, has_more=has_more)
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
