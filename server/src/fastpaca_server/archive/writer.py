@@ -187,6 +187,13 @@ class ArchiveWriter:
                 self._failed(error)
                 return
             self._succeeded(written)
+            logger.debug(
+                "archive: %s: %d new rows of %d, up to seq %d",
+                context_id,
+                written,
+                len(messages),
+                up_to,
+            )
             if messages:
                 with contextlib.suppress(DomainError):
                     await group.submit(MarkArchived(context_id, up_to, self.tail_keep))
