@@ -1,7 +1,8 @@
 /**
  * HTTP with retries, in the manner of openai-python: exponential backoff from
  * 0.5 s to 8 s with jitter, `Retry-After` honoured, a small retry count. Retried:
- * network failures, timeouts, 408, 429 and 5xx. Never retried: 409 (a version
+ * network failures, timeouts, 408, 429 and 5xx (a 503 whatever its code:
+ * `unavailable`, `not_ready`, `archive_unavailable`). Never retried: 409 (a version
  * conflict is a fact about the state, not a transient failure) and other 4xx.
  * Writes are safe to retry because the client puts one idempotency key in the
  * body of each append and compaction, and the same body goes out on every try.

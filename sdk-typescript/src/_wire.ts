@@ -59,6 +59,7 @@ export const ROUTES: { readonly [O in ClientOperation]: RouteOf<O> } = {
   patchMetadata: { method: 'patch', path: '/v1/contexts/{context_id}/metadata' },
   appendMessages: { method: 'post', path: '/v1/contexts/{context_id}/messages' },
   listMessages: { method: 'get', path: '/v1/contexts/{context_id}/messages' },
+  exportContext: { method: 'get', path: '/v1/contexts/{context_id}/export' },
   tailMessages: { method: 'get', path: '/v1/contexts/{context_id}/tail' },
   getWindow: { method: 'get', path: '/v1/contexts/{context_id}/context' },
   compactWindow: { method: 'post', path: '/v1/contexts/{context_id}/compact' },

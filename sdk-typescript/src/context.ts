@@ -1,5 +1,6 @@
-import { APIConnectionError, APIUserAbortError } from './errors.js';
+import { APIConnectionError, APIUserAbortError, FastpacaError } from './errors.js';
 import { newIdempotencyKey } from './_ids.js';
+import { readLines } from './_ndjson.js';
 import { readServerSentEvents } from './_sse.js';
 import { backoffSeconds, sleep, type Transport } from './_transport.js';
 import { type AllFields, callOperation, type QueryOf, ROUTES, type Schemas } from './_wire.js';
@@ -21,6 +22,7 @@ import type {
   FastpacaMessage,
   FormattedWindowOptions,
   LiveEvent,
+  LogMessage,
   MessagePage,
   MessagesOptions,
   Metadata,
@@ -191,6 +193,68 @@ export class FastpacaContext {
     });
   }
 
+  /**
+   * The whole history, oldest first (`GET …/export`): every message from seq 1
+   * to the newest one when the export started, each as `messages()` returns
+   * it, parsed line by line from the server's JSON Lines as they arrive (the
+   * archive's part included), so the history is never held in memory at once:
+   *
+   * ```ts
+   * for await (const message of ctx.export()) { … }
+   * ```
+   *
+   * A download that breaks off is started again, skipping the messages
+   * already yielded (up to `maxRetries` times in a row without a new
+   * message). While the server's archive is down it answers 503
+   * `archive_unavailable`, retried like any 503, then thrown as
+   * `ServiceUnavailableError`. Stop early with `break` or `signal`.
+   */
+  async *export(options: RequestOptions = {}): AsyncGenerator<LogMessage> {
+    const { signal } = options;
+    let handedOut = 0;
+    let failures = 0;
+    for (;;) {
+      const response = await this.transport.open({
+        method: 'GET',
+        path: ROUTES.exportContext.path.replace(/^\/v1/, '').replace('{context_id}', encodeURIComponent(this.id)),
+        headers: { accept: 'application/x-ndjson' },
+        signal,
+      });
+      const before = handedOut;
+      let failure: unknown;
+      try {
+        if (response.body === null) {
+          throw new APIConnectionError('The export answered without a body.');
+        }
+        let seen = 0;
+        for await (const line of readLines(response.body, signal)) {
+          seen += 1;
+          if (seen > handedOut) {
+            handedOut += 1;
+            yield parseExportLine(line);
+          }
+        }
+        if (!signal?.aborted) {
+          return;
+        }
+      } catch (error) {
+        if (error instanceof FastpacaError && !(error instanceof APIConnectionError)) {
+          throw error; // a line that is not a message: starting again would not help
+        }
+        failure = error;
+      }
+      if (signal?.aborted) {
+        throw new APIUserAbortError();
+      }
+      // The body broke off: start again, skipping what was handed out, within the retry budget.
+      failures = handedOut > before ? 0 : failures + 1;
+      if (failures > this.transport.maxRetries) {
+        throw new APIConnectionError(`The export kept breaking off after ${handedOut} messages.`, { cause: failure });
+      }
+      await sleep(backoffSeconds(Math.max(failures - 1, 0), response.headers), signal);
+    }
+  }
+
   /** Merge metadata (RFC 7396: nested objects merge, `null` removes a key). */
   updateMetadata(metadata: Metadata, options: UpdateMetadataOptions = {}): Promise<Context> {
     return callOperation(this.transport, 'patchMetadata', {
@@ -312,6 +376,20 @@ const CLOSES_A_VERSION: { readonly [Type in LiveEvent['type']]: boolean } = {
 
 function closesAVersion(event: LiveEvent): boolean {
   return (CLOSES_A_VERSION as Readonly<Record<string, boolean | undefined>>)[event.type] === true;
+}
+
+/** One line of an export, as the message it is. */
+function parseExportLine(line: string): LogMessage {
+  let message: unknown;
+  try {
+    message = JSON.parse(line);
+  } catch (error) {
+    throw new FastpacaError(`An export line is not JSON: ${line.slice(0, 200)}`, { cause: error });
+  }
+  if (typeof message !== 'object' || message === null || Array.isArray(message)) {
+    throw new FastpacaError(`An export line is not a JSON object: ${line.slice(0, 200)}`);
+  }
+  return message as LogMessage;
 }
 
 /** The spec's `Message` fields of a message; anything else on it (`seq`, `created_at`, UI fields) stays behind. */

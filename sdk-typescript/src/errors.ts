@@ -14,7 +14,7 @@
  * │   ├── PayloadTooLargeError      413  body_too_large
  * │   ├── RateLimitError            429
  * │   ├── InternalServerError       500 and any other 5xx but 503
- * │   └── ServiceUnavailableError   503  unavailable, not_ready
+ * │   └── ServiceUnavailableError   503  unavailable, not_ready, archive_unavailable
  * └── StreamError                   ctx.stream: the model call failed (cause attached)
  * ```
  *
@@ -123,7 +123,11 @@ export class PayloadTooLargeError extends APIError {}
 export class RateLimitError extends APIError {}
 /** 5xx other than 503: a server bug. */
 export class InternalServerError extends APIError {}
-/** 503 `unavailable` or `not_ready`: retried with the same idempotency key, honouring `Retry-After`. */
+/**
+ * 503 `unavailable` (a write not confirmed), `not_ready` (the node is starting) or
+ * `archive_unavailable` (a read that needs the server's archive while it is down):
+ * retried with the same idempotency key, honouring `Retry-After`.
+ */
 export class ServiceUnavailableError extends APIError {}
 
 /** `ctx.stream`: the window could not be read, the callback threw, or the model stream failed. */

@@ -255,3 +255,23 @@ def test_migrations_run_on_boot_and_twice_is_fine(
     assert {"messages", "contexts"} <= {row[0] for row in tables}
     contexts = postgres.query("SELECT count(*) FROM contexts", database=database.name)
     assert contexts[0][0] == 2
+
+
+def test_an_export_during_an_outage_is_a_clean_503(
+    archived: tuple[ServerProcess, Api], postgres: ThrowawayPostgres
+) -> None:
+    process, api = archived
+    context_id = new_id("export-down")
+    api.create(context_id, token_budget=100_000)
+    _fill(api, context_id, 300)
+    _until(lambda: api.context(context_id)["archived_seq"] == 300, what="watermark")
+    postgres.pause()
+    try:
+        response = httpx.get(f"{process.url}/v1/contexts/{context_id}/export", timeout=30)
+        assert response.status_code == 503
+        assert response.json()["error"] == "archive_unavailable"
+    finally:
+        postgres.resume()
+    response = httpx.get(f"{process.url}/v1/contexts/{context_id}/export", timeout=30)
+    lines = [json.loads(line) for line in response.text.splitlines() if line]
+    assert [m["seq"] for m in lines] == list(range(1, 301))

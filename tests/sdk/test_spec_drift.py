@@ -306,6 +306,7 @@ def test_routes_exist_in_the_spec() -> None:
         requests._patch_metadata_call({}, None),
         requests._compactions_call(0, 1),
         requests._preview_call(None, None, None, None),
+        requests._export_call(),
         fastpaca._context.delete_context_call("chat"),
         fastpaca._context.cluster_call(),
         fastpaca._context.put_context_call(
@@ -339,6 +340,10 @@ def test_routes_exist_in_the_spec() -> None:
     }
     assert set(events.params) == documented == {"cursor", "include_messages"}
     assert "text/event-stream" in operation["responses"]["200"]["content"]
+    export = requests._export_call()
+    operation = paths[export.path.replace("/chat", "/{context_id}")][export.method.lower()]
+    assert not export.params and "parameters" not in operation  # the route takes none
+    assert export.headers["Accept"] in operation["responses"]["200"]["content"]
 
 
 def _resolve_parameter(parameter: dict[str, Any]) -> dict[str, Any]:

@@ -257,6 +257,7 @@ def test_every_operation_answers_as_the_spec_says(server: ServerProcess) -> None
             "strategy": "skip_parts",
             "config": {"limit": 200, "skip_kinds": ["reasoning"]},
         }
+        assert created["archived_seq"] == 0  # this server has no archive
         assert ok("GET", base)["version"] == created["version"]
         patched = ok("PATCH", f"{base}/metadata", json={"metadata": {"topic": "spec"}})
         assert patched["metadata"] == {"user": "u1", "topic": "spec"}
@@ -325,6 +326,15 @@ def test_every_operation_answers_as_the_spec_says(server: ServerProcess) -> None
             json={"token_budget": 30, "policy": {"strategy": "strip_tool_results"}},
         )
         assert preview["config"]["policy"]["strategy"] == "strip_tool_results"
+
+        # The export: the whole log as JSON Lines, each line as GET …/messages has it.
+        export = send(client, "GET", f"{base}/export", 200)
+        seen.add(("GET", path_template(f"{base}/export")))
+        assert export.headers["X-Fastpaca-Last-Seq"] == "5"
+        assert export.text.endswith("\n")
+        log = ok("GET", f"{base}/messages", params={"limit": 1000})["messages"]
+        assert [json.loads(line) for line in export.text.split("\n")[:-1]] == log
+        assert [m["seq"] for m in log] == [1, 2, 3, 4, 5]
 
         # The live feeds: both replay everything after the cursor; on a tombstoned context
         # they end after `tombstoned` (before it, the SSE response would never end).
@@ -576,6 +586,10 @@ ERROR_CASES = [
     case("GET", f"{ACTIVE}/tail", 400, "invalid_request", params={"offset": -1}),
     case("GET", f"{ACTIVE}/tail", 400, "invalid_request", params={"limit": "ten"}),
     case("GET", f"{MISSING}/tail", 404, "not_found"),
+    # GET /v1/contexts/{id}/export (takes no query parameters)
+    case("GET", f"{BAD}/export", 400, "invalid_context_id"),
+    case("GET", f"{ACTIVE}/export", 400, "unknown_field", params={"after_seq": 1}),
+    case("GET", f"{MISSING}/export", 404, "not_found"),
     # GET /v1/contexts/{id}/compactions and POST …/preview
     case("GET", f"{BAD}/compactions", 400, "invalid_context_id"),
     case("GET", f"{ACTIVE}/compactions", 400, "unknown_field", params={"offset": 1}),

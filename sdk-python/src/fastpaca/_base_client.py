@@ -8,9 +8,10 @@ difference being how they wait and do I/O.
 Retries follow openai-python: connection errors, timeouts, 408, 429 and 5xx are
 retried up to ``max_retries`` times with exponential backoff from 0.5 s to 8 s
 and up to 25 % jitter, or after the server's ``Retry-After`` when it gives one
-(≤ 60 s). 409 is never retried: it means the context is not in the state the
-request assumed. A call is built once, so a retried append carries the same
-body, and with it the same ``idempotency_key``.
+(≤ 60 s); a 503 is retried whatever its code (``unavailable``, ``not_ready``,
+``archive_unavailable``). 409 is never retried: it means the context is not in
+the state the request assumed. A call is built once, so a retried append carries
+the same body, and with it the same ``idempotency_key``.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from . import _base_client
 from ._base_client import Call, decode_json, retry_delay
 from ._events import EventFeed, SSEDecoder
 from ._exceptions import APIConnectionError
+from ._export import ExportProgress, LineSplitter, parse_line
 from ._stream import (
     AsyncContextStream,
     AsyncStreamFunction,
@@ -260,6 +261,23 @@ class _ContextRequests:
             timeout=httpx.Timeout(30.0, read=None),
         )
 
+    def _export_call(self) -> Call[None]:
+        return Call(
+            "GET",
+            context_path(self.id, "/export"),
+            lambda response: None,
+            headers={"Accept": "application/x-ndjson"},
+        )
+
+    def _export_lost(
+        self, progress: ExportProgress, error: httpx.TransportError
+    ) -> APIConnectionError:
+        return APIConnectionError(
+            f"The export of context {self.id!r} kept breaking off ({error}) after"
+            f" {progress.handed_out} messages.",
+            request=error.request,
+        )
+
     def _events_lost(
         self, feed: EventFeed, error: httpx.TransportError | None, request: httpx.Request
     ) -> APIConnectionError:
@@ -422,6 +440,47 @@ class Context(_ContextRequests):
             if not page.has_more or not page:
                 return
             after_seq = page[-1]["seq"] or after_seq
+
+    def export(self) -> Iterator[StoredMessage]:
+        """The whole history, oldest first, streamed (``GET …/export``).
+
+        Every message from seq 1 to the newest one when the export started, each
+        as :meth:`messages` returns it, read line by line as the server sends
+        them (the archive's part included), so the history is never held in
+        memory at once. A download that breaks off is started again, skipping
+        the messages already yielded (``max_retries`` times in a row without a
+        new message, then :class:`~fastpaca.APIConnectionError`). While the
+        server's archive is down it answers 503 ``archive_unavailable``
+        (retried, then :class:`~fastpaca.ServiceUnavailableError`).
+        """
+        for line in self.export_lines():
+            yield parse_line(line)
+
+    def export_lines(self) -> Iterator[str]:
+        """The lines of :meth:`export` as the server sent them: one JSON object per
+        line, without its ``\\n``. ``"".join(line + "\\n" for line in
+        ctx.export_lines())`` is the server's JSON Lines file, byte for byte once
+        encoded as UTF-8."""
+        progress, failures, call = ExportProgress(), 0, self._export_call()
+        while True:
+            before = progress.handed_out
+            try:
+                with self._client._open(call, stream=True) as response:
+                    progress.start()
+                    splitter = LineSplitter()
+                    for chunk in response.iter_bytes():
+                        for line in splitter.feed(chunk):
+                            if progress.is_new():
+                                yield line
+                    for line in splitter.finish():
+                        if progress.is_new():
+                            yield line
+                    return
+            except httpx.TransportError as lost:
+                failures = 0 if progress.handed_out > before else failures + 1
+                if failures > self._client.max_retries:
+                    raise self._export_lost(progress, lost) from lost
+            _base_client._sleep(retry_delay(max(failures - 1, 0), None))
 
     def compactions(self, *, after: int = 0, limit: int = COMPACTIONS_LIMIT) -> CompactionPage:
         """Why messages left the window: the compaction records numbered above ``after``,
@@ -666,6 +725,36 @@ class AsyncContext(_ContextRequests):
             if not page.has_more or not page:
                 return
             after_seq = page[-1]["seq"] or after_seq
+
+    async def export(self) -> AsyncIterator[StoredMessage]:
+        """The whole history, oldest first, streamed (see :meth:`Context.export`):
+        ``async for message in ctx.export()``."""
+        async for line in self.export_lines():
+            yield parse_line(line)
+
+    async def export_lines(self) -> AsyncIterator[str]:
+        """The lines of :meth:`export` as the server sent them (see
+        :meth:`Context.export_lines`)."""
+        progress, failures, call = ExportProgress(), 0, self._export_call()
+        while True:
+            before = progress.handed_out
+            try:
+                async with self._client._open(call, stream=True) as response:
+                    progress.start()
+                    splitter = LineSplitter()
+                    async for chunk in response.aiter_bytes():
+                        for line in splitter.feed(chunk):
+                            if progress.is_new():
+                                yield line
+                    for line in splitter.finish():
+                        if progress.is_new():
+                            yield line
+                    return
+            except httpx.TransportError as lost:
+                failures = 0 if progress.handed_out > before else failures + 1
+                if failures > self._client.max_retries:
+                    raise self._export_lost(progress, lost) from lost
+            await _base_client._async_sleep(retry_delay(max(failures - 1, 0), None))
 
     async def compactions(
         self, *, after: int = 0, limit: int = COMPACTIONS_LIMIT

@@ -11,7 +11,8 @@ The tree::
     │   ├── NotFoundError           404 not_found
     │   ├── ConflictError           409 version_conflict, context_tombstoned, … (never retried)
     │   ├── RateLimitError          429
-    │   ├── ServiceUnavailableError 503 unavailable, not_ready (retried, Retry-After honoured)
+    │   ├── ServiceUnavailableError 503 unavailable, not_ready, archive_unavailable (retried,
+    │   │                           Retry-After honoured)
     │   └── InternalServerError     any other 5xx
     └── ModelStreamError            the model's stream reported a failure in-band (ctx.stream)
 
@@ -108,8 +109,9 @@ class RateLimitError(APIStatusError):
 
 
 class ServiceUnavailableError(APIStatusError):
-    """503: ``unavailable`` (the write was not confirmed) or ``not_ready`` (the node is
-    starting). Retried after ``Retry-After`` with the same idempotency key."""
+    """503: ``unavailable`` (the write was not confirmed), ``not_ready`` (the node is
+    starting) or ``archive_unavailable`` (a read that needs the server's archive while
+    it is down). Retried after ``Retry-After`` with the same idempotency key."""
 
 
 class InternalServerError(APIStatusError):

@@ -98,6 +98,7 @@ ErrorCode = Literal[
     "internal_error",
     "unavailable",
     "not_ready",
+    "archive_unavailable",
     "too_many_connections",
     "summarizer_not_configured",
 ]
@@ -194,7 +195,8 @@ class ContextInfo:
     counts the window's compactions (policy runs that changed it, ``compact``,
     summaries), ``last_compaction`` the newest one (``None`` before the first);
     ``summary_failures`` and ``last_summary_error`` tell about the ``summarize``
-    policy's failed summaries.
+    policy's failed summaries. ``archived_seq``: every message up to this seq is in
+    the server's archive (PostgreSQL; 0 when the server has none).
     """
 
     id: str
@@ -211,6 +213,7 @@ class ContextInfo:
     created_at: str
     updated_at: str
     window_messages: int
+    archived_seq: int
     compactions: int
     last_compaction: LastCompaction | None
     summary_failures: int

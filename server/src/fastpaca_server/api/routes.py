@@ -7,7 +7,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Literal, TypeVar
 
@@ -329,7 +329,11 @@ async def export(request: web.Request) -> web.StreamResponse:
         context = machine.get(context_id)
         last_seq, offset = context.last_seq, context.log_offset
         hot = list(context.log)
-    store = await _archived(request) if offset else None
+    chunks: AsyncIterator[list[bytes]] | None = None
+    first: list[bytes] = []
+    if offset:  # the first archive read before the headers: an outage is still a clean 503
+        chunks = (await _archived(request)).iter_range(context_id, 0, offset)
+        first = await anext(chunks, [])
     response = web.StreamResponse(
         headers={
             "Content-Type": "application/x-ndjson; charset=utf-8",
@@ -338,9 +342,18 @@ async def export(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
-    if store is not None:
-        async for chunk in store.iter_range(context_id, 0, offset):
-            await response.write(b"".join(raw + b"\n" for raw in chunk))
+    try:
+        if first:
+            await response.write(b"".join(raw + b"\n" for raw in first))
+        if chunks is not None:
+            async for chunk in chunks:
+                await response.write(b"".join(raw + b"\n" for raw in chunk))
+    except ArchiveUnavailable:
+        # The headers are sent: a status cannot change now. Cut the connection, so the
+        # client sees an incomplete export (no final chunk), never a short one.
+        if request.transport is not None:
+            request.transport.close()
+        return response
     for start in range(0, len(hot), 1000):
         await response.write(b"".join(m.raw + b"\n" for m in hot[start : start + 1000]))
     await response.write_eof()
