@@ -275,3 +275,18 @@ def test_an_export_during_an_outage_is_a_clean_503(
     response = httpx.get(f"{process.url}/v1/contexts/{context_id}/export", timeout=30)
     lines = [json.loads(line) for line in response.text.splitlines() if line]
     assert [m["seq"] for m in lines] == list(range(1, 301))
+
+
+def test_the_schema_is_created_at_boot_before_any_write(
+    tmp_path: Path, postgres: ThrowawayPostgres, database: Database
+) -> None:
+    process = _server(tmp_path / "data", database).start()
+    try:
+        _until(
+            lambda: postgres.query(
+                "SELECT to_regclass('messages') IS NOT NULL", database=database.name
+            )[0][0],
+            what="the schema",
+        )
+    finally:
+        process.stop()

@@ -145,7 +145,10 @@ class ArchiveWriter:
             self.store = None
 
     async def run(self) -> None:
-        """Until cancelled: flush dirty contexts of the groups this node leads."""
+        """Until cancelled: flush dirty contexts of the groups this node leads.
+        Connects (and migrates the schema) at once, so a node that boots with
+        Postgres up has its schema ready before the first write."""
+        await self.open()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
