@@ -109,20 +109,31 @@ class ArchiveWriter:
         self.batch = batch
         self.store: ArchiveStore | None = None
         self.status = ArchiveStatus()
-        self._dirty: dict[str, None] = {}
+        self._dirty: dict[str, int] = {}
+        """Contexts whose rows may be out of date, with the mark of their latest change
+        (a context changed while its batch was being written stays dirty)."""
+        self._marks = 0
         self._wake = asyncio.Event()
         self._on_written = on_written
         self._on_failed = on_failed
         self._failures_in_a_row = 0
         self._leading: set[int] = set()
+        self._catch_up: set[str] = set()
+        """Contexts whose next batch is logged (after a failure or a change of leader)."""
 
     def listener(self, loop: asyncio.AbstractEventLoop) -> ArchiveListener:
         return ArchiveListener(self, loop)
 
     def mark_dirty(self, context_ids: list[str]) -> None:
         for context_id in context_ids:
-            self._dirty[context_id] = None
+            self._marks += 1
+            self._dirty[context_id] = self._marks
         self._wake.set()
+
+    def _clean(self, context_id: str, mark: int | None) -> None:
+        """Forget ``context_id`` unless it changed again since ``mark`` was read."""
+        if self._dirty.get(context_id) == mark:
+            del self._dirty[context_id]
 
     async def open(self) -> ArchiveStore | None:
         """Connect and migrate if not connected yet; ``None`` while Postgres is unreachable."""
@@ -174,14 +185,14 @@ class ArchiveWriter:
         store = await self.open()
         if store is None:
             return
-        for context_id in list(self._dirty):
+        for context_id, mark in list(self._dirty.items()):
             group = shards.for_context(context_id)
             if not group.is_leader:
-                del self._dirty[context_id]  # its leader archives it (we rescan on leading)
+                self._clean(context_id, mark)  # its leader archives it (we rescan on leading)
                 continue
             batch = self._batch(group, context_id)
             if batch is None:
-                self._dirty.pop(context_id, None)
+                self._clean(context_id, mark)
                 continue
             messages, row, up_to, more = batch
             try:
@@ -189,8 +200,10 @@ class ArchiveWriter:
             except ArchiveUnavailable as error:
                 self._failed(error)
                 return
+            catching_up = self._failures_in_a_row > 0 or context_id in self._catch_up
+            self._catch_up.discard(context_id)
             self._succeeded(written)
-            logger.debug(
+            (logger.info if catching_up else logger.debug)(
                 "archive: %s: %d new rows of %d, up to seq %d",
                 context_id,
                 written,
@@ -201,7 +214,7 @@ class ArchiveWriter:
                 with contextlib.suppress(DomainError):
                     await group.submit(MarkArchived(context_id, up_to, self.tail_keep))
             if not more:
-                self._dirty.pop(context_id, None)
+                self._clean(context_id, mark)
 
     def refresh(self) -> ArchiveStatus:
         """Measure the backlog and lag now (``/metrics`` calls this at each scrape)."""
@@ -221,6 +234,7 @@ class ArchiveWriter:
                 with group.read() as machine:
                     stale = [c.id for c in machine.contexts.values() if _behind(c)]
                 self.mark_dirty(stale)
+                self._catch_up.update(stale)
                 logger.info("archive: leading group %d, %d contexts to catch up", index, len(stale))
             if leading:
                 self._leading.add(index)
