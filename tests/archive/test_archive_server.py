@@ -241,12 +241,14 @@ def test_migrations_run_on_boot_and_twice_is_fine(
     for _ in range(2):
         process = _server(tmp_path / "data", database).start()
         api = connect(process)
-        context_id = new_id("boot")
-        api.create(context_id, token_budget=1000)
-        api.append(context_id, text_message("hi"))
-        _until(functools.partial(_archived_up_to, api, context_id, 1), what="watermark")
-        api.close()
-        process.stop()
+        try:
+            context_id = new_id("boot")
+            api.create(context_id, token_budget=1000)
+            api.append(context_id, text_message("hi"))
+            _until(functools.partial(_archived_up_to, api, context_id, 1), what="watermark")
+        finally:
+            api.close()
+            process.stop()
     tables = postgres.query(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' "
         "ORDER BY table_name",

@@ -1,0 +1,1 @@
+"""Tests of the documentation: runnable code blocks and the configuration table."""

@@ -1,0 +1,1 @@
+"""Tests that run the examples under examples/ against a real server."""
