@@ -78,7 +78,10 @@ def test_clear_at_least_waits_until_a_pass_frees_enough() -> None:
     machine = machine_with(_config(_strip(keep=0, clear_at_least=60, target_ratio=1.0), 200))
     append(machine, tool_call("call0", "t0"), _result("res0", "t0", 40), at=0)
     append(machine, tool_call("call1", "t1"), _result("res1", "t1", 40), at=1)
-    assert _outputs(machine) == ["t0+", "t1+"]  # over the trigger, but 2 x 33 < 60 was not...
+    assert _outputs(machine) == [
+        "t0+",
+        "t1+",
+    ]  # over the trigger, but a pass would free 2 x 33 < 60
     append(machine, tool_call("call2", "t2"), _result("res2", "t2", 40), at=2)
     assert _outputs(machine) == ["t0-", "t1-", "t2-"]
 

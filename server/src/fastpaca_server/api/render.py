@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import operator
+from collections.abc import Sequence
 from typing import Any
 
 from ..core import Message, formats
@@ -169,7 +170,7 @@ def formatted_window(
     return _compact(body)
 
 
-def page(items: list[Message], archived: list[bytes] = (), **extra: Any) -> bytes:  # type: ignore[assignment]
+def page(items: list[Message], archived: Sequence[bytes] = (), **extra: Any) -> bytes:
     """A page of log messages (``tail``, ``messages``): their stored bytes, joined
     (``archived``: the bytes of older ones read from the archive, which come first)."""
     rest = _compact(extra)[1:]  # the extra fields' object without its opening brace
