@@ -53,6 +53,7 @@ type RouteOf<O extends keyof operations> = {
  * an unknown path or a wrong method is a compile error.
  */
 export const ROUTES: { readonly [O in ClientOperation]: RouteOf<O> } = {
+  listContexts: { method: 'get', path: '/v1/contexts' },
   putContext: { method: 'put', path: '/v1/contexts/{context_id}' },
   getContext: { method: 'get', path: '/v1/contexts/{context_id}' },
   deleteContext: { method: 'delete', path: '/v1/contexts/{context_id}' },

@@ -357,3 +357,36 @@ describe('code written against the original @fastpaca/fastpaca 0.1', () => {
     expect((await ctx.get()).status).toBe('tombstoned');
   });
 });
+
+describe('client.listContexts', () => {
+  it('pages contexts in id order, filters by prefix, metadata and search, and follows cursors', async () => {
+    const fastpaca = testClient();
+    const prefix = uniqueId('list');
+    for (let n = 0; n < 5; n += 1) {
+      await fastpaca.context(`${prefix}-${n}`, {
+        budget: 100,
+        metadata: { team: n % 2 === 0 ? 'blue' : 'red', rank: n, title: `Ünïcode ${n}` },
+      });
+    }
+    await fastpaca.deleteContext(`${prefix}-4`);
+
+    const first = await fastpaca.listContexts({ prefix, limit: 2 });
+    expect(first.contexts.map((c) => c.id)).toEqual([`${prefix}-0`, `${prefix}-1`]);
+    expect(first.has_more).toBe(true);
+    expect(first.contexts[1]).toEqual(await (await fastpaca.context(`${prefix}-1`)).get());
+
+    const all: string[] = [];
+    for await (const context of fastpaca.iterContexts({ prefix, pageSize: 1 })) all.push(context.id);
+    expect(all).toEqual([0, 1, 2, 3].map((n) => `${prefix}-${n}`));
+
+    const red = await fastpaca.listContexts({ prefix, metadata: { team: 'red', rank: 3 } });
+    expect(red.contexts.map((c) => c.id)).toEqual([`${prefix}-3`]);
+    const searched = await fastpaca.listContexts({ prefix, q: 'ÜNÏCODE 2' });
+    expect(searched.contexts.map((c) => c.id)).toEqual([`${prefix}-2`]);
+    const gone = await fastpaca.listContexts({ prefix, status: 'tombstoned' });
+    expect(gone.contexts.map((c) => c.id)).toEqual([`${prefix}-4`]);
+    await expect(fastpaca.listContexts({ cursor: first.next_cursor ?? '', order: 'recent' })).rejects.toBeInstanceOf(
+      BadRequestError,
+    );
+  });
+});

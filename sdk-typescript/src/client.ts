@@ -1,7 +1,16 @@
 import { FastpacaContext } from './context.js';
 import { Transport, type FetchFunction } from './_transport.js';
-import { type AllFields, callOperation, type Schemas } from './_wire.js';
-import type { ClientOptions, Cluster, Context, ContextOptions, RequestOptions } from './types.js';
+import { type AllFields, callOperation, type QueryOf, type Schemas } from './_wire.js';
+import type {
+  ClientOptions,
+  Cluster,
+  Context,
+  ContextOptions,
+  ContextPage,
+  ListContextsFilters,
+  ListContextsOptions,
+  RequestOptions,
+} from './types.js';
 
 const DEFAULT_BASE_URL = 'http://localhost:4000/v1';
 const DEFAULT_MAX_RETRIES = 2;
@@ -57,6 +66,44 @@ export class FastpacaClient {
       } satisfies AllFields<Schemas['ContextPut']>,
       signal: options.signal,
     });
+  }
+
+  /**
+   * One page of contexts (`GET /v1/contexts`), filtered, in id order or newest
+   * activity first. Pass `next_cursor` back as `cursor` for the next page.
+   */
+  listContexts(options: ListContextsOptions = {}): Promise<ContextPage> {
+    const query: AllFields<QueryOf<'listContexts'>> = {
+      limit: options.limit,
+      cursor: options.cursor,
+      order: options.order,
+      prefix: options.prefix,
+      q: options.q,
+      status: options.status,
+    };
+    // Metadata filters are `metadata.<key>=<value>`: a string as is, anything else as JSON.
+    const filters = Object.fromEntries(
+      Object.entries(options.metadata ?? {}).map(([key, value]) => [
+        `metadata.${key}`,
+        typeof value === 'string' ? value : JSON.stringify(value),
+      ]),
+    );
+    return callOperation(this.transport, 'listContexts', {
+      query: { ...query, ...filters },
+      signal: options.signal,
+    });
+  }
+
+  /** Every context that matches, page by page (see `listContexts`). */
+  async *iterContexts(options: ListContextsFilters & { pageSize?: number } = {}): AsyncGenerator<Context> {
+    const { pageSize, ...filters } = options;
+    let cursor: string | undefined;
+    for (;;) {
+      const page = await this.listContexts({ ...filters, limit: pageSize, cursor });
+      yield* page.contexts;
+      if (!page.has_more || page.next_cursor === null) return;
+      cursor = page.next_cursor;
+    }
   }
 
   /** The server's view of its cluster: node id, leader, members, indexes (`GET /v1/cluster`). */

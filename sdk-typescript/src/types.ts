@@ -13,6 +13,8 @@ import type { QueryOf, Schemas, SpecErrorCode } from './_wire.js';
 
 /** A context: config, metadata, status, version and counts (`GET /v1/contexts/{id}`). */
 export type Context = Schemas['Context'];
+/** One page of `GET /v1/contexts`: `contexts`, `has_more`, `next_cursor` (pass it as `cursor` for the next page). */
+export type ContextPage = Schemas['ContextPage'];
 /** The server's view of its Raft cluster (`GET /v1/cluster`); a single node is a cluster of one. */
 export type Cluster = Schemas['Cluster'];
 /** The LLM window (`GET …/context`): `messages`, `version`, `used_tokens`, `needs_compaction`, `segments`. */
@@ -199,6 +201,28 @@ export interface ContextOptions {
 export interface RequestOptions {
   /** Aborts the request (and its retries). */
   signal?: AbortSignal | undefined;
+}
+
+/** Filters of `client.listContexts` / `client.iterContexts`. */
+export interface ListContextsFilters extends RequestOptions {
+  /** `id` (default: every context listed once while paging) or `recent` (newest activity first). */
+  order?: QueryOf<'listContexts'>['order'];
+  /** Only ids that start with this. */
+  prefix?: string;
+  /** Case-insensitive search in the id and the top-level string metadata values. */
+  q?: string;
+  /** Top-level metadata keys and the values they must have (a non-string value matches by its JSON). */
+  metadata?: Record<string, unknown>;
+  /** `active` (default), `tombstoned` or `all`. */
+  status?: QueryOf<'listContexts'>['status'];
+}
+
+/** Options of `client.listContexts`: the filters, the page size and the previous page's cursor. */
+export interface ListContextsOptions extends ListContextsFilters {
+  /** Contexts per page (1-1000, server default 50). */
+  limit?: number;
+  /** The previous page's `next_cursor`. */
+  cursor?: string;
 }
 
 export interface AppendOptions extends RequestOptions {

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastpaca import (
     AppendResult,
+    BadRequestError,
     ConflictError,
     ContextInfo,
     Fastpaca,
@@ -202,6 +205,32 @@ def test_delete_tombstones(client: Fastpaca, context_id: str) -> None:
     assert conflict.value.code == "context_tombstoned"
     other = client.context(context_id + "-2", budget=100)
     assert client.delete_context(other.id).status == "tombstoned"
+
+
+def test_list_and_iterate_contexts(client: Fastpaca, context_id: str) -> None:
+    for n in range(5):
+        metadata = {"team": "red" if n % 2 else "blue", "rank": n, "title": f"Chat Nº{n}"}
+        client.context(f"{context_id}-{n}", budget=100, metadata=metadata)
+    time.sleep(0.01)  # activity is in milliseconds: these two are the newest, in order
+    client.context(f"{context_id}-1").append(user("newest activity"))
+    time.sleep(0.01)
+    client.delete_context(f"{context_id}-4")
+
+    page = client.list_contexts(prefix=context_id, limit=2)
+    assert [c.id for c in page] == [f"{context_id}-0", f"{context_id}-1"]
+    assert page.has_more and page.next_cursor and len(page) == 2
+    assert page.contexts[1] == client.context(f"{context_id}-1").get()
+    listed = [c.id for c in client.iter_contexts(prefix=context_id, page_size=1)]
+    assert listed == [f"{context_id}-{n}" for n in range(4)]  # the tombstoned one is not active
+    everything = client.iter_contexts(prefix=context_id, status="all", order="recent")
+    assert [c.id for c in everything][:2] == [f"{context_id}-4", f"{context_id}-1"]
+    red = client.list_contexts(prefix=context_id, metadata={"team": "red", "rank": 3})
+    assert [c.id for c in red] == [f"{context_id}-3"]
+    assert [c.id for c in client.list_contexts(prefix=context_id, q="chat nº2")] == [
+        f"{context_id}-2"
+    ]
+    with pytest.raises(BadRequestError):
+        client.list_contexts(cursor=page.next_cursor, order="recent")  # an id-order cursor
 
 
 def test_cluster_view_of_a_single_node(client: Fastpaca) -> None:

@@ -24,6 +24,7 @@ from fastpaca import (
     CompactResult,
     Context,
     ContextInfo,
+    ContextPage,
     DroppedRun,
     LastCompaction,
     Message,
@@ -148,6 +149,27 @@ def test_compaction_page_matches_its_schema() -> None:
     properties, required = schema_properties("CompactionPage")
     page = CompactionPage([], compactions=0, has_more=False)
     assert {"records"} | set(vars(page)) == properties == required
+
+
+def test_context_page_matches_its_schema() -> None:
+    properties, required = schema_properties("ContextPage")
+    names, model_required = model_fields(ContextPage)
+    assert names == properties and model_required == required
+
+
+def test_list_contexts_parameters_are_the_specs() -> None:
+    call = fastpaca._context.list_contexts_call(
+        limit=1, cursor="c", order="recent", prefix="p", q="q", metadata={"k": 1}, status="all"
+    )
+    operation = load_spec()["paths"][call.path]["get"]
+    documented = {p["name"] for p in operation["parameters"]}
+    assert set(call.params) - {"metadata.k"} == documented
+    assert call.params["metadata.k"] == "1"  # compact JSON, as the server compares it
+    by_name = {p["name"]: p["schema"] for p in operation["parameters"]}
+    assert set(get_args(fastpaca._context.ListOrder)) == set(by_name["order"]["enum"])
+    assert set(get_args(fastpaca._context.ListStatus)) == set(by_name["status"]["enum"])
+    signature = inspect.signature(fastpaca.Fastpaca.list_contexts).parameters
+    assert set(signature) - {"self", "metadata"} == documented
 
 
 def test_page_matches_its_schema() -> None:
@@ -309,13 +331,16 @@ def test_routes_exist_in_the_spec() -> None:
         requests._export_call(),
         fastpaca._context.delete_context_call("chat"),
         fastpaca._context.cluster_call(),
+        fastpaca._context.list_contexts_call(
+            limit=None, cursor=None, order=None, prefix=None, q=None, metadata=None, status=None
+        ),
         fastpaca._context.put_context_call(
             "chat", budget=1, trigger=None, policy=None, metadata=None, tokenizer=None
         ),
     ]
     paths = load_spec()["paths"]
     for call in calls:
-        template = call.path.replace("/chat", "/{context_id}")
+        template = call.path.replace("/contexts/chat", "/contexts/{context_id}")
         assert call.method.lower() in paths[template], f"{call.method} {template}"
     events = requests._events_call(3, include_messages=False)
     # …and every operation on a context has a call (the websocket feed aside: the
@@ -327,7 +352,7 @@ def test_routes_exist_in_the_spec() -> None:
     context_operations = {
         (method, path)
         for path, item in paths.items()
-        if path.startswith("/v1/contexts/")
+        if path.startswith("/v1/contexts")
         for method, operation in item.items()
         if isinstance(operation, dict) and "operationId" in operation
     }

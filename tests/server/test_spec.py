@@ -261,6 +261,9 @@ def test_every_operation_answers_as_the_spec_says(server: ServerProcess) -> None
         assert ok("GET", base)["version"] == created["version"]
         patched = ok("PATCH", f"{base}/metadata", json={"metadata": {"topic": "spec"}})
         assert patched["metadata"] == {"user": "u1", "topic": "spec"}
+        listed = ok("GET", "/v1/contexts", params={"metadata.topic": "spec", "limit": 1})
+        assert [c["id"] for c in listed["contexts"]] == [patched["id"]]
+        assert listed["contexts"][0] == ok("GET", base)
 
         one = ok(
             "POST",
@@ -435,6 +438,14 @@ ERROR_CASES = [
     case("DELETE", "/v1/cluster/members/nope", 400, "invalid_request"),
     case("DELETE", "/v1/cluster/members/127.0.0.1:7000", 400, "unknown_field", params={"x": 1}),
     case("DELETE", "/v1/cluster/members/127.0.0.1:7000", 409, "membership_change_refused"),
+    # GET /v1/contexts
+    case("GET", "/v1/contexts", 400, "unknown_field", params={"colour": "red"}),
+    case("GET", "/v1/contexts", 400, "invalid_request", params={"limit": 0}),
+    case("GET", "/v1/contexts", 400, "invalid_request", params={"order": "oldest"}),
+    case("GET", "/v1/contexts", 400, "invalid_request", params={"cursor": "not-a-cursor"}),
+    case("GET", "/v1/contexts", 400, "invalid_request", params={"status": "deleted"}),
+    case("GET", "/v1/contexts", 400, "invalid_request", params={"metadata.": "x"}),
+    case("GET", "/v1/contexts", 400, "invalid_request", params={"prefix": "x" * 1025}),
     # PUT /v1/contexts/{id}
     case("PUT", BAD, 400, "invalid_context_id", json={"token_budget": 10}),
     case("PUT", MISSING, 400, "invalid_json", content=b"{not json"),

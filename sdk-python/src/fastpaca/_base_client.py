@@ -77,7 +77,7 @@ class Call(Generic[T]):
     method: str
     path: str
     parse: Callable[[httpx.Response], T]
-    params: Mapping[str, int] = field(default_factory=dict)
+    params: Mapping[str, int | str] = field(default_factory=dict)
     json: Mapping[str, Any] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout: TimeoutTypes | NotGiven = NOT_GIVEN

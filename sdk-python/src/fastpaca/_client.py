@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -16,8 +16,17 @@ from ._base_client import (
     SyncAPIClient,
     TimeoutTypes,
 )
-from ._context import AsyncContext, Context, cluster_call, delete_context_call, put_context_call
-from ._types import ClusterInfo, ContextInfo, Policy, Strategy, Tokenizer
+from ._context import (
+    AsyncContext,
+    Context,
+    ListOrder,
+    ListStatus,
+    cluster_call,
+    delete_context_call,
+    list_contexts_call,
+    put_context_call,
+)
+from ._types import ClusterInfo, ContextInfo, ContextPage, Policy, Strategy, Tokenizer
 
 __all__ = ["AsyncFastpaca", "Fastpaca"]
 
@@ -105,6 +114,68 @@ class Fastpaca(SyncAPIClient):
         """Tombstone a context (the same as ``client.context(id).delete()``)."""
         return self._send(delete_context_call(context_id))
 
+    def list_contexts(
+        self,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        order: ListOrder | None = None,
+        prefix: str | None = None,
+        q: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        status: ListStatus | None = None,
+    ) -> ContextPage:
+        """One page of contexts (``GET /v1/contexts``).
+
+        Args:
+            limit: contexts per page (1-1000, server default 50).
+            cursor: the previous page's ``next_cursor``.
+            order: ``"id"`` (default: every context listed once while paging) or
+                ``"recent"`` (newest activity first).
+            prefix: only ids starting with this.
+            q: case-insensitive search in the id and the top-level string metadata values.
+            metadata: top-level metadata keys and the values they must have (a
+                non-string value matches by its JSON: ``{"priority": 3}``).
+            status: ``"active"`` (default), ``"tombstoned"`` or ``"all"``.
+        """
+        call = list_contexts_call(
+            limit=limit,
+            cursor=cursor,
+            order=order,
+            prefix=prefix,
+            q=q,
+            metadata=metadata,
+            status=status,
+        )
+        return self._send(call)
+
+    def iter_contexts(
+        self,
+        *,
+        order: ListOrder | None = None,
+        prefix: str | None = None,
+        q: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        status: ListStatus | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[ContextInfo]:
+        """Every context that matches, page by page (see :meth:`list_contexts`)."""
+        cursor: str | None = None
+        while True:
+            page = self.list_contexts(
+                limit=page_size,
+                cursor=cursor,
+                order=order,
+                prefix=prefix,
+                q=q,
+                metadata=metadata,
+                status=status,
+            )
+            yield from page
+            if not page.has_more or page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
     def cluster(self) -> ClusterInfo:
         """The server's view of its cluster: node id, leader, members, indexes."""
         return self._send(cluster_call())
@@ -173,6 +244,57 @@ class AsyncFastpaca(AsyncAPIClient):
     async def delete_context(self, context_id: str) -> ContextInfo:
         """Tombstone a context."""
         return await self._send(delete_context_call(context_id))
+
+    async def list_contexts(
+        self,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        order: ListOrder | None = None,
+        prefix: str | None = None,
+        q: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        status: ListStatus | None = None,
+    ) -> ContextPage:
+        """One page of contexts (see :meth:`Fastpaca.list_contexts`)."""
+        call = list_contexts_call(
+            limit=limit,
+            cursor=cursor,
+            order=order,
+            prefix=prefix,
+            q=q,
+            metadata=metadata,
+            status=status,
+        )
+        return await self._send(call)
+
+    async def iter_contexts(
+        self,
+        *,
+        order: ListOrder | None = None,
+        prefix: str | None = None,
+        q: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        status: ListStatus | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[ContextInfo]:
+        """Every context that matches, page by page (see :meth:`Fastpaca.list_contexts`)."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_contexts(
+                limit=page_size,
+                cursor=cursor,
+                order=order,
+                prefix=prefix,
+                q=q,
+                metadata=metadata,
+                status=status,
+            )
+            for item in page:
+                yield item
+            if not page.has_more or page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     async def cluster(self) -> ClusterInfo:
         """The server's view of its cluster (see :meth:`Fastpaca.cluster`)."""

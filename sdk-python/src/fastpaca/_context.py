@@ -6,6 +6,7 @@ parameters and parsing live in one place; the twins only send them.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -35,6 +36,7 @@ from ._types import (
     CompactionRecord,
     CompactResult,
     ContextInfo,
+    ContextPage,
     Event,
     MessageInput,
     MessagePage,
@@ -156,6 +158,41 @@ def put_context_call(
 def cluster_call() -> Call[ClusterInfo]:
     """``GET /v1/cluster``: the server's view of its cluster."""
     return Call("GET", "/v1/cluster", lambda response: ClusterInfo.from_json(decode_json(response)))
+
+
+ListOrder = Literal["id", "recent"]
+ListStatus = Literal["active", "tombstoned", "all"]
+
+
+def _filter_value(value: Any) -> str:
+    """A metadata filter's value as the server compares it: a string as is,
+    anything else as compact JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def list_contexts_call(
+    *,
+    limit: int | None,
+    cursor: str | None,
+    order: ListOrder | None,
+    prefix: str | None,
+    q: str | None,
+    metadata: Mapping[str, Any] | None,
+    status: ListStatus | None,
+) -> Call[ContextPage]:
+    """``GET /v1/contexts``: a page of contexts, filtered."""
+    params: dict[str, int | str] = _without_none(
+        {"limit": limit, "cursor": cursor, "order": order, "prefix": prefix, "q": q}
+    )
+    if status is not None:
+        params["status"] = status
+    for key, value in (metadata or {}).items():
+        params[f"metadata.{key}"] = _filter_value(value)
+    return Call(
+        "GET", "/v1/contexts", lambda response: ContextPage.from_json(decode_json(response)), params
+    )
 
 
 def delete_context_call(context_id: str) -> Call[ContextInfo]:

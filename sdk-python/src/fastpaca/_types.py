@@ -9,7 +9,7 @@ spec.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict, get_args
 
@@ -227,6 +227,39 @@ class ContextInfo:
         last = body.get("last_compaction")
         values["last_compaction"] = LastCompaction.from_json(last) if last is not None else None
         return cls(**values, raw=dict(body))
+
+
+@dataclass(frozen=True)
+class ContextPage:
+    """One page of ``GET /v1/contexts`` (iterate it for its contexts).
+
+    Attributes:
+        contexts: the page's contexts, in the order asked for.
+        has_more: more contexts follow.
+        next_cursor: pass as ``cursor`` (with the same order and filters) for the
+            next page; ``None`` on the last page.
+    """
+
+    contexts: list[ContextInfo]
+    has_more: bool
+    next_cursor: str | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __iter__(self) -> Iterator[ContextInfo]:
+        return iter(self.contexts)
+
+    def __len__(self) -> int:
+        return len(self.contexts)
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> ContextPage:
+        """Build from a decoded ``ContextPage`` body."""
+        return cls(
+            contexts=[ContextInfo.from_json(item) for item in body["contexts"]],
+            has_more=body["has_more"],
+            next_cursor=body["next_cursor"],
+            raw=dict(body),
+        )
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ import json
 import math
 import re
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
-from ..core import InvalidInput
+from ..core import InvalidInput, listing
 from ..core.models import (
     DEFAULT_KEEP_TOOL_RESULTS,
     DEFAULT_LAST_N_LIMIT,
@@ -504,6 +504,55 @@ def query(
         low, high = allowed[name]
         result[name] = integer(int(raw), name, minimum=low, maximum=high)
     return result
+
+
+MAX_METADATA_FILTERS = 16
+MAX_FILTER_LENGTH = 1024
+_S = TypeVar("_S", bound=str)
+
+
+def _one_of(value: str, options: tuple[_S, ...], name: str) -> _S:
+    for option in options:
+        if option == value:
+            return option
+    raise InvalidInput(f"'{name}' must be one of {', '.join(options)}.")
+
+
+def list_query(params: Mapping[str, str]) -> listing.ListQuery:
+    """``GET /v1/contexts``: ``limit``, ``cursor``, ``order``, ``prefix``, ``q``,
+    ``status`` and ``metadata.<key>`` filters, each given at most once."""
+    getall = getattr(params, "getall", None)
+    filters: dict[str, str] = {}
+    plain: dict[str, str] = {}
+    for name, value in params.items():
+        if getall is not None and len(getall(name)) > 1:
+            raise InvalidInput(f"'{name}' is given more than once.")
+        if len(value) > MAX_FILTER_LENGTH:
+            raise InvalidInput(f"'{name}' is longer than {MAX_FILTER_LENGTH} characters.")
+        if name.startswith("metadata."):
+            key = name[len("metadata.") :]
+            if not 1 <= len(key) <= MAX_ID_LENGTH:
+                raise InvalidInput(f"A metadata filter's key is 1-{MAX_ID_LENGTH} characters.")
+            filters[key] = value
+        else:
+            plain[name] = value
+    _only(plain, {"limit", "cursor", "order", "prefix", "q", "status"}, "the query string")
+    if len(filters) > MAX_METADATA_FILTERS:
+        raise InvalidInput(f"At most {MAX_METADATA_FILTERS} metadata filters are allowed.")
+    limit = query(
+        {"limit": plain["limit"]} if "limit" in plain else {}, {"limit": (1, MAX_PAGE)}, {}
+    )
+    order = _one_of(plain.get("order", "id"), listing.ORDERS, "order")
+    cursor = plain.get("cursor")
+    return listing.ListQuery(
+        order=order,
+        after=None if cursor is None else listing.decode_cursor(cursor, order),
+        limit=limit.get("limit", 50),
+        prefix=plain.get("prefix", ""),
+        search=plain.get("q", ""),
+        metadata=tuple(sorted(filters.items())),
+        status=_one_of(plain.get("status", "active"), listing.STATUSES, "status"),
+    )
 
 
 def raft_address(value: Any, name: str) -> str:
