@@ -6,11 +6,27 @@ HOST ?= $(or $(FASTPACA_HOST),127.0.0.1)
 PORT ?= $(or $(FASTPACA_PORT),4000)
 DATA_DIR ?= $(or $(FASTPACA_DATA_DIR),./data)
 
-.PHONY: install serve test lint typecheck pytest tstest bench bench-quick clean
+.PHONY: install browser serve test lint typecheck pytest tstest bench bench-quick clean
 
 TS := sdk-typescript
 
-install: $(VENV)/.installed $(TS)/node_modules/.installed
+install: $(VENV)/.installed $(TS)/node_modules/.installed browser
+
+# The inspector's browser tests (tests/ui) drive Debian's chromium through its
+# chromedriver: installed here with apt when run as root, or the command to run is said.
+BROWSER_PACKAGES := chromium chromium-driver
+
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing $(BROWSER_PACKAGES) with apt-get (for tests/ui)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q $(BROWSER_PACKAGES) >/dev/null \
+			|| { apt-get update -q >/dev/null && apt-get install -y -q $(BROWSER_PACKAGES) >/dev/null; }; \
+	else \
+		echo "tests/ui needs chromium and chromedriver: sudo apt-get install $(BROWSER_PACKAGES)" >&2; \
+		exit 1; \
+	fi
 
 PACKAGES := sdk-python integrations/openai integrations/anthropic integrations/langchain
 PACKAGE_SOURCES := sdk-python/src/fastpaca integrations/openai/src/fastpaca_openai \

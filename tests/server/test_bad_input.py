@@ -539,7 +539,8 @@ def test_unknown_context_is_404(api: Api, route: tuple[str, str, dict]) -> None:
     ("method", "path"),
     [
         ("GET", "/v1/nope"),
-        ("GET", "/v1/contexts"),
+        ("GET", "/v1/context"),
+        ("POST", "/v1/contexts/"),
         ("GET", "/v1/contexts/abc/unknown"),
         ("POST", "/v2/contexts/abc/messages"),
         ("GET", "/"),

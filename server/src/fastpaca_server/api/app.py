@@ -23,7 +23,7 @@ from ..plugins import load_policies
 from ..replication import DataDirectoryLock
 from ..replication.node import ApplyListener
 from ..summarizer import Summarizer, SummarizerConfig
-from . import streams
+from . import streams, ui
 from .errors import Handler, error_middleware, error_response
 from .events import EventHub
 from .keys import ARCHIVE, CONFIG, CUSTOM, EVENTS, METRICS, STORE, SUMMARIES
@@ -176,6 +176,7 @@ def create_app(config: ServerConfig) -> web.Application:
     )
     app.add_routes(routes)
     app.add_routes(streams.routes)
+    app.add_routes(ui.routes)
     app.on_shutdown.append(_end_streams)
     app.cleanup_ctx.append(_data_dir_lock)
     app.cleanup_ctx.append(_store_context)

@@ -192,12 +192,16 @@ async def list_contexts(request: web.Request) -> web.Response:
     pages = await asyncio.get_running_loop().run_in_executor(None, scan)
     chosen = listing.merge(pages, query.order, query.limit + 1)
     shown, has_more = chosen[: query.limit], len(chosen) > query.limit
-    cursor = listing.encode_cursor(query.order, listing.key(shown[-1], query.order))
+    cursor = (
+        listing.encode_cursor(query.order, listing.key(shown[-1], query.order))
+        if has_more
+        else None
+    )
     return web.json_response(
         {
             "contexts": [render.context(view) for view in shown],
             "has_more": has_more,
-            "next_cursor": cursor if has_more else None,
+            "next_cursor": cursor,
         }
     )
 
