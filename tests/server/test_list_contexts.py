@@ -74,6 +74,11 @@ def test_recent_order_and_filters(client: httpx.Client) -> None:
     assert ids(client, q="JÜRGEN 3") == ["list:03"] + [f"list:{n}" for n in range(30, 40)]
 
 
+def test_a_filter_that_matches_nothing_is_an_empty_last_page(client: httpx.Client) -> None:
+    body = client.get("/v1/contexts", params={"q": "no such context"}).json()
+    assert body == {"contexts": [], "has_more": False, "next_cursor": None}
+
+
 def test_tombstoned_contexts_by_status(client: httpx.Client) -> None:
     assert client.delete("/v1/contexts/list:39").status_code == 200
     assert "list:39" not in ids(client, prefix="list:3")
