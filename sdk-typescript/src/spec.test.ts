@@ -70,7 +70,7 @@ it('the build fails where the client and a changed spec disagree', async () => {
     types = edit(
       types,
       'export interface operations {\n',
-      'export interface operations {\n    listContexts: { parameters: { query?: never; header?: never; path?: never; cookie?: never }; requestBody?: never; responses: { 200: { headers: { [name: string]: unknown }; content: { "application/json": string[] } } } };\n',
+      'export interface operations {\n    listEverything: { parameters: { query?: never; header?: never; path?: never; cookie?: never }; requestBody?: never; responses: { 200: { headers: { [name: string]: unknown }; content: { "application/json": string[] } } } };\n',
     );
     writeFileSync(generated, types);
 
@@ -81,7 +81,7 @@ it('the build fails where the client and a changed spec disagree', async () => {
     expect(places('client.ts').join('\n')).toContain('ttl_seconds');
     expect(places('context.ts').join('\n')).toMatch(/if_version/);
     expect(places('_spec_checks.ts').length).toBeGreaterThan(0);
-    expect(places('_wire.ts').join('\n')).toContain('listContexts');
+    expect(places('_wire.ts').join('\n')).toContain('listEverything');
     expect(errors.length).toBe(
       ['client.ts', 'context.ts', '_spec_checks.ts', '_wire.ts'].map((file) => places(file).length).reduce((a, b) => a + b),
     );
