@@ -6,9 +6,9 @@ Usage (from the repository root; ``make bench`` / ``make bench-quick`` do this):
     .venv/bin/python bench/run.py --quick      # the same figures, smaller (under 2 minutes)
     .venv/bin/python bench/run.py --only window,tokens   # some stages alone
 
-Stages: append, window, history, mix, bigdata, idempotency, tokens (see
-``bench/README.md`` for what each measures). The run starts every server it
-measures: Fastpaca (``python -m fastpaca_server`` on temporary data
+Stages: append, window, history, mix, bigdata, idempotency, tokens, cluster,
+overload (see ``bench/README.md`` for what each measures). The run starts
+every server it measures: Fastpaca (``python -m fastpaca_server`` on temporary data
 directories), a bare aiohttp handler and the LangChain + PostgreSQL service
 (over a throwaway PostgreSQL cluster), and stops them all on every exit path.
 

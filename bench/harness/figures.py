@@ -16,9 +16,11 @@ Stages (``bench/run.py --only NAME,…``):
 * ``cluster``: a 3-node loopback cluster against a single node (appends
   through the leader and through a follower), and failover time after
   kill -9 of the leader.
+* ``overload``: appends offered at twice the sustainable rate (open loop):
+  what is admitted, what is shed, the admitted requests' latency, RSS.
 
-The first four share one Fastpaca server and the two baselines; the last
-three start servers of their own (and stop them), so that they never load
+The first four share one Fastpaca server and the two baselines; the others
+start servers of their own (and stop them), so that they never load
 the shared one.
 """
 
@@ -55,6 +57,7 @@ from .load import (
     probe,
     summarise,
 )
+from .overload import stage_overload
 from .params import Params
 from .postgres import ThrowawayPostgres
 from .processes import FastpacaServer, ServerProcess, start_bare, start_langchain
@@ -69,7 +72,17 @@ NEVER_SNAPSHOT = "1000000000"  # --log-compaction-entries that a run never reach
 BATCH = 1_000  # the largest batch an append takes
 MiB = 1024 * 1024
 RSS_NOISE_BYTES = 2 * MiB  # how far RSS differs between two identical runs, about
-STAGES = ("append", "window", "history", "mix", "bigdata", "idempotency", "tokens", "cluster")
+STAGES = (
+    "append",
+    "window",
+    "history",
+    "mix",
+    "bigdata",
+    "idempotency",
+    "tokens",
+    "cluster",
+    "overload",
+)
 
 
 def message(index: int, text: str = MESSAGE_TEXT) -> dict[str, Any]:
@@ -1056,5 +1069,6 @@ STAGE_FUNCTIONS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "idempotency": stage_idempotency,
     "tokens": stage_tokens,
     "cluster": stage_cluster,
+    "overload": stage_overload,
 }
 SHARED_STAGES = ("append", "window", "history", "mix")

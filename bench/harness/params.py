@@ -26,6 +26,12 @@ class Params:
     prose_mib: float = 1.0
     no_whitespace_mib: tuple[float, ...] = (0.25, 1.0)
     token_cap: int = 15
+    overload_seconds: int = 10  # the open-loop run at 2x the sustainable rate
+    overload_reference_seconds: int = 4  # at 1x, and the bare handler at 2x
+    overload_unlimited_seconds: int = 0  # 2x on a node with --max-inflight 0 (0: not run)
+    overload_connections: int = 512  # the generator's connections (its bound)
+    overload_max_inflight: int = -1  # the node's --max-inflight (-1: its default)
+    overload_rate: int = 0  # appends/s offered in the "2x" runs (0: twice the sustainable rate)
 
 
 QUICK = Params(mode="quick", cell_seconds=1, append_seconds=2, warmup_seconds=1)
@@ -45,4 +51,7 @@ FULL = Params(
     prose_mib=4.0,
     no_whitespace_mib=(1.0, 10.0),
     token_cap=120,
+    overload_seconds=30,
+    overload_reference_seconds=15,
+    overload_unlimited_seconds=30,
 )

@@ -240,6 +240,16 @@ def targets(figures: Figures) -> list[dict[str, Any]]:
         lambda v: v < 2,
         note=failover["note"] if failover else "",
     )
+    overload = figures.get("overload", {})
+    twice = next((r for r in overload.get("runs", []) if r["case"] == "open loop 2x"), None)
+    add(
+        "append p99 of the admitted requests at 2x the sustainable rate (open loop)",
+        "< 25 ms",
+        twice["latency_ms"]["p99"] if twice else None,
+        "ms",
+        lambda v: v < 25,
+        note=f"{twice['shed_share']:.0%} shed with 503 overloaded" if twice else "",
+    )
     return found
 
 
@@ -301,6 +311,43 @@ def load_table(figure: dict[str, Any]) -> Iterator[str]:
                 yield f"{'':<22} ! {server}: {row[server]['first_error'][:150]}"
 
 
+def overload_table(figure: dict[str, Any]) -> Iterator[str]:
+    """The open-loop runs: offered, admitted, shed, admitted latency (from when each
+    request was due), the server's RSS."""
+    header = (
+        f"{'case':<24} {'offered/s':>9} {'admitted/s':>10} {'shed':>6} {'errors':>6} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'RSS MiB start/peak/end':>23}"
+    )
+    yield header
+    yield "-" * len(header)
+    closed = figure.get("closed_loop")
+    if closed:
+        yield (
+            f"{'closed loop, 64 conns':<24} {'':>9} {_number(closed['rps'], 1):>10} {'':>6} "
+            f"{closed['errors']:>6} {_number(closed['p50']):>7} {_number(closed['p99']):>7} "
+            f"{_number(closed['max']):>7}"
+        )
+    for run in figure["runs"]:
+        latency = run["latency_ms"]
+        rss = run["rss_mib"]
+        memory = f"{rss['start']:.0f}/{rss['peak']:.0f}/{rss['end']:.0f}"
+        errors = run["errors"] + run["unfinished"]
+        yield (
+            f"{run['case']:<24} {_number(run['offered_rps'], 1):>9} "
+            f"{_number(run['admitted_rps'], 1):>10} {run['shed_share']:>6.1%} {errors:>6} "
+            f"{_number(latency['p50']):>7} {_number(latency['p99']):>7} "
+            f"{_number(latency['max']):>7} {memory:>23}"
+        )
+        if run["not_sent"]:
+            busy = f"all {run['connections']} connections busy"
+            yield f"{'':<24} ! {run['not_sent']} requests not sent: {busy}"
+        others = {k: v for k, v in run["statuses"].items() if not k.startswith("2")}
+        if others:
+            yield f"{'':<24} ! answers other than 2xx: " + ", ".join(
+                f"{k}: {v}" for k, v in sorted(others.items())
+            )
+
+
 def fact_table(figure: dict[str, Any]) -> Iterator[str]:
     for item in figure["facts"]:
         line = f"  {item['name']}: {_number(item['value'])} {item['unit']}"
@@ -338,6 +385,7 @@ ORDER = (
     "idempotency",
     "tokens",
     "cluster",
+    "overload",
 )
 
 
@@ -368,6 +416,8 @@ def lines(result: dict[str, Any]) -> Iterator[str]:
         yield f"## {name}: {figure['title']}"
         if "rows" in figure:
             yield from load_table(figure)
+        if "runs" in figure:
+            yield from overload_table(figure)
         if "facts" in figure:
             yield from fact_table(figure)
     yield ""

@@ -123,7 +123,7 @@ export class Transport {
       } finally {
         timeout.clear();
       }
-      if (retriesLeft > 0 && isRetryableStatus(response.status)) {
+      if (retriesLeft > 0 && isRetryableStatus(response.status) && !isQuotaExceeded(body)) {
         await sleep(backoffSeconds(attempt, response.headers), request.signal);
         continue;
       }
@@ -162,6 +162,11 @@ export class Transport {
 function isRetryableStatus(status: number): boolean {
   // 409 is deliberately absent: it means the state is not what the caller assumed.
   return status === 408 || status === 429 || status >= 500;
+}
+
+/** A 429 `quota_exceeded`: a quota does not free up by waiting, so it is not retried. */
+function isQuotaExceeded(body: unknown): boolean {
+  return typeof body === 'object' && body !== null && (body as { error?: unknown }).error === 'quota_exceeded';
 }
 
 /** The wait before retry number `attempt + 1`, in seconds. */

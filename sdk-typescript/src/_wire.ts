@@ -61,6 +61,7 @@ export const ROUTES: { readonly [O in ClientOperation]: RouteOf<O> } = {
   appendMessages: { method: 'post', path: '/v1/contexts/{context_id}/messages' },
   listMessages: { method: 'get', path: '/v1/contexts/{context_id}/messages' },
   exportContext: { method: 'get', path: '/v1/contexts/{context_id}/export' },
+  redactMessage: { method: 'post', path: '/v1/contexts/{context_id}/messages/{seq}/redact' },
   tailMessages: { method: 'get', path: '/v1/contexts/{context_id}/tail' },
   getWindow: { method: 'get', path: '/v1/contexts/{context_id}/context' },
   compactWindow: { method: 'post', path: '/v1/contexts/{context_id}/compact' },
@@ -119,6 +120,8 @@ export type SpecErrorCode = {
 export interface CallOptions<O extends ClientOperation> {
   /** The context the path names (routes without one ignore it). */
   contextId?: string;
+  /** The message the path names (`{seq}`; routes without one ignore it). */
+  seq?: number;
   query?: QueryOf<O>;
   body?: BodyOf<O>;
   signal?: AbortSignal | undefined;
@@ -133,7 +136,8 @@ export function callOperation<O extends ClientOperation>(
   const route: { method: HttpMethod; path: string } = ROUTES[operation];
   const path = route.path
     .replace(/^\/v1/, '')
-    .replace('{context_id}', encodeURIComponent(options.contextId ?? ''));
+    .replace('{context_id}', encodeURIComponent(options.contextId ?? ''))
+    .replace('{seq}', String(options.seq ?? ''));
   return transport.request<ResultOf<O>>({
     method: route.method.toUpperCase(),
     path,

@@ -289,6 +289,33 @@ describe('metadata and deletion', () => {
     expect((await ctx.getTail()).messages).toHaveLength(1);
     await expect(ctx.append(user('refused'))).rejects.toMatchObject({ status: 409, code: 'context_tombstoned' });
   });
+
+  it('redact erases one message; delete({ purge: true }) erases the context', async () => {
+    const recorder = recordingFetch();
+    const fastpaca = testClient({ fetch: recorder.fetch });
+    const id = uniqueId('erase');
+    const ctx = await fastpaca.context(id, { budget: 1000, metadata: { user: 'ada' } });
+    await ctx.appendMany([user('public'), user('secret'), user('public too')]);
+    const redacted = await ctx.redact(2);
+    expect((await ctx.redact(2)).version).toBe(redacted.version);
+    const log = (await ctx.getTail()).messages;
+    expect(log.map((m) => m.seq)).toEqual([1, 2, 3]);
+    expect(log[1]?.parts).toEqual([{ type: 'redacted' }]);
+    await expect(ctx.redact(9)).rejects.toBeInstanceOf(NotFoundError);
+
+    const purged = await ctx.delete({ purge: true });
+    expect(purged).toMatchObject({ status: 'purged', metadata: {}, last_seq: 3 });
+    expect(purged.purge?.purged_at).toMatch(/Z$/);
+    expect((await ctx.getTail()).messages).toEqual([]);
+    await expect(ctx.redact(1)).rejects.toMatchObject({ status: 409, code: 'context_purged' });
+    const other = await fastpaca.context(`${id}-2`, { budget: 100 });
+    expect((await fastpaca.deleteContext(other.id, { purge: true })).status).toBe('purged');
+    expect((await fastpaca.deleteContext(`${id}-2`)).status).toBe('purged');
+    const urls = recorder.requests.filter((r) => r.method !== 'GET').map((r) => `${r.method} ${r.url}`);
+    expect(urls).toContain(`POST ${serverUrl()}/contexts/${id}/messages/2/redact`);
+    expect(urls).toContain(`DELETE ${serverUrl()}/contexts/${id}?purge=true`);
+    expect(urls).toContain(`DELETE ${serverUrl()}/contexts/${id}-2`);
+  });
 });
 
 describe('errors', () => {

@@ -1,4 +1,4 @@
-import { FastpacaContext } from './context.js';
+import { deleteQuery, FastpacaContext } from './context.js';
 import { Transport, type FetchFunction } from './_transport.js';
 import { type AllFields, callOperation, type QueryOf, type Schemas } from './_wire.js';
 import type {
@@ -7,6 +7,7 @@ import type {
   Context,
   ContextOptions,
   ContextPage,
+  DeleteOptions,
   ListContextsFilters,
   ListContextsOptions,
   RequestOptions,
@@ -111,9 +112,16 @@ export class FastpacaClient {
     return callOperation(this.transport, 'getCluster', { signal: options.signal });
   }
 
-  /** Tombstone a context: its history stays readable, writes get 409 `context_tombstoned`. */
-  deleteContext(id: string, options: RequestOptions = {}): Promise<Context> {
-    return callOperation(this.transport, 'deleteContext', { contextId: id, signal: options.signal });
+  /**
+   * Tombstone a context: its history stays readable, writes get 409 `context_tombstoned`.
+   * With `{ purge: true }` (an `admin` key) erase it as well (`status: 'purged'`).
+   */
+  deleteContext(id: string, options: DeleteOptions = {}): Promise<Context> {
+    return callOperation(this.transport, 'deleteContext', {
+      contextId: id,
+      query: deleteQuery(options),
+      signal: options.signal,
+    });
   }
 }
 

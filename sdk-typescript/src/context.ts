@@ -16,6 +16,7 @@ import type {
   CompactionPage,
   CompactionsOptions,
   Context,
+  DeleteOptions,
   ContextEvent,
   ContextWindow,
   EventsOptions,
@@ -264,9 +265,25 @@ export class FastpacaContext {
     });
   }
 
-  /** Tombstone the context: reads keep working, writes get `ConflictError` (409 `context_tombstoned`). */
-  delete(options: RequestOptions = {}): Promise<Context> {
-    return callOperation(this.transport, 'deleteContext', { contextId: this.id, signal: options.signal });
+  /**
+   * Tombstone the context: reads keep working, writes get `ConflictError` (409 `context_tombstoned`).
+   * With `{ purge: true }` (an `admin` key) erase it as well: `status` becomes `purged`.
+   */
+  delete(options: DeleteOptions = {}): Promise<Context> {
+    return callOperation(this.transport, 'deleteContext', {
+      contextId: this.id,
+      query: deleteQuery(options),
+      signal: options.signal,
+    });
+  }
+
+  /**
+   * Erase message `seq`'s content (an `admin` key): its parts become
+   * `[{ type: 'redacted' }]`; its seq, id, role, metadata and place stay.
+   * Redacting it again changes nothing.
+   */
+  redact(seq: number, options: RequestOptions = {}): Promise<Context> {
+    return callOperation(this.transport, 'redactMessage', { contextId: this.id, seq, signal: options.signal });
   }
 
   /**
@@ -373,6 +390,11 @@ const CLOSES_A_VERSION: { readonly [Type in LiveEvent['type']]: boolean } = {
   tombstoned: true,
   gap: true,
 };
+
+/** The query of `DELETE /v1/contexts/{id}`: `purge=true` only when asked (String(true) is `true`). */
+export function deleteQuery(options: DeleteOptions): AllFields<QueryOf<'deleteContext'>> {
+  return { purge: options.purge === true ? true : undefined };
+}
 
 function closesAVersion(event: LiveEvent): boolean {
   return (CLOSES_A_VERSION as Readonly<Record<string, boolean | undefined>>)[event.type] === true;

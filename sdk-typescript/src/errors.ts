@@ -9,10 +9,11 @@
  * ├── APIError                      the server answered with an error status
  * │   ├── BadRequestError           400  (invalid_request, unknown_field, …)
  * │   ├── AuthenticationError       401  unauthorized
+ * │   ├── PermissionDeniedError     403  forbidden (scope, tenant namespace)
  * │   ├── NotFoundError             404  not_found
  * │   ├── ConflictError             409  version_conflict, context_tombstoned, …
  * │   ├── PayloadTooLargeError      413  body_too_large
- * │   ├── RateLimitError            429
+ * │   ├── RateLimitError            429  rate_limited, quota_exceeded
  * │   ├── InternalServerError       500 and any other 5xx but 503
  * │   └── ServiceUnavailableError   503  unavailable, not_ready, archive_unavailable
  * └── StreamError                   ctx.stream: the model call failed (cause attached)
@@ -87,6 +88,8 @@ export class APIError extends FastpacaError {
         return new BadRequestError(status, body, headers);
       case 401:
         return new AuthenticationError(status, body, headers);
+      case 403:
+        return new PermissionDeniedError(status, body, headers);
       case 404:
         return new NotFoundError(status, body, headers);
       case 409:
@@ -109,6 +112,8 @@ export class APIError extends FastpacaError {
 export class BadRequestError extends APIError {}
 /** 401: the server has an API key and the request's is missing or wrong. */
 export class AuthenticationError extends APIError {}
+/** 403 `forbidden`: the key lacks the route's scope, or the context is outside its tenant's namespace. Never retried. */
+export class PermissionDeniedError extends APIError {}
 /** 404: the context (or route) does not exist. */
 export class NotFoundError extends APIError {}
 /**
@@ -119,7 +124,11 @@ export class NotFoundError extends APIError {}
 export class ConflictError extends APIError {}
 /** 413: the body is larger than the server's `--max-body-bytes`. */
 export class PayloadTooLargeError extends APIError {}
-/** 429: rate limited (reserved by the server; nothing sends it yet). */
+/**
+ * 429 `rate_limited` (the tenant is over its request rate: retried after `Retry-After`)
+ * or `quota_exceeded` (a write would pass one of the tenant's quotas: never retried,
+ * nothing was written).
+ */
 export class RateLimitError extends APIError {}
 /** 5xx other than 503: a server bug. */
 export class InternalServerError extends APIError {}

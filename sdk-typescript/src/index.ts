@@ -36,6 +36,7 @@ export {
   InternalServerError,
   NotFoundError,
   PayloadTooLargeError,
+  PermissionDeniedError,
   RateLimitError,
   ServiceUnavailableError,
   StreamError,

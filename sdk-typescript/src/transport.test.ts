@@ -17,6 +17,7 @@ import {
   InternalServerError,
   NotFoundError,
   PayloadTooLargeError,
+  PermissionDeniedError,
   RateLimitError,
   ServiceUnavailableError,
 } from './errors.js';
@@ -150,6 +151,22 @@ describe('retries', () => {
     expect(faulty.seen).toHaveLength(1);
   });
 
+  it('retries 429 rate_limited after Retry-After, never 429 quota_exceeded', async () => {
+    const limited = faultyFetch((attempt) =>
+      attempt === 1 ? jsonResponse(429, { error: 'rate_limited', message: 'Slow down.' }, { 'retry-after': '0' }) : 'pass',
+    );
+    const ctx = await testClient({ fetch: limited.fetch, maxRetries: 3 }).context(uniqueId('rate'), { budget: 100 });
+    expect(limited.seen).toHaveLength(2);
+    const over = faultyFetch(() => jsonResponse(429, { error: 'quota_exceeded', message: 'Full.' }, { 'retry-after': '0' }));
+    const error = await testClient({ fetch: over.fetch, maxRetries: 3 })
+      .context(ctx.id)
+      .then((handle) => handle.append(hello))
+      .catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(RateLimitError);
+    expect(error).toMatchObject({ code: 'quota_exceeded' });
+    expect(over.seen).toHaveLength(1);
+  });
+
   it('never retries other 4xx', async () => {
     const faulty = faultyFetch(() => 'pass');
     const ctx = await testClient({ fetch: faulty.fetch, maxRetries: 5 }).context(uniqueId('missing'));
@@ -249,6 +266,7 @@ describe('error classes', () => {
     const cases: Array<[number, abstract new (...args: never[]) => APIError]> = [
       [400, BadRequestError],
       [401, AuthenticationError],
+      [403, PermissionDeniedError],
       [404, NotFoundError],
       [409, ConflictError],
       [413, PayloadTooLargeError],

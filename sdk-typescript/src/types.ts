@@ -213,7 +213,7 @@ export interface ListContextsFilters extends RequestOptions {
   q?: string;
   /** Top-level metadata keys and the values they must have (a non-string value matches by its JSON). */
   metadata?: Record<string, unknown>;
-  /** `active` (default), `tombstoned` or `all`. */
+  /** `active` (default), `tombstoned`, `purged` or `all`. */
   status?: QueryOf<'listContexts'>['status'];
 }
 
@@ -290,6 +290,15 @@ export interface PreviewOptions extends RequestOptions {
   triggerRatio?: number | undefined;
   policy?: Policy | undefined;
   tokenizer?: Tokenizer | undefined;
+}
+
+export interface DeleteOptions extends RequestOptions {
+  /**
+   * Erase the context as well (a key with the `admin` scope): its messages,
+   * window and metadata are gone, from the server's disk and archive too; the
+   * id stays taken (`status: 'purged'`).
+   */
+  purge?: boolean | undefined;
 }
 
 export interface UpdateMetadataOptions extends RequestOptions {

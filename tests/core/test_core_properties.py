@@ -35,7 +35,9 @@ from fastpaca_server.core import (
     MessageInput,
     PatchMetadata,
     Policy,
+    Purge,
     PutContext,
+    Redact,
     StateMachine,
     Summarize,
     Tombstone,
@@ -46,6 +48,7 @@ from fastpaca_server.core import (
 from fastpaca_server.core import window as windows
 from fastpaca_server.core.models import PIN_FLAG, converter
 from fastpaca_server.core.state import _context_to_json as context_to_json
+from fastpaca_server.core.state import namespace_of
 from fastpaca_server.tokens import MESSAGE_OVERHEAD
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -53,7 +56,8 @@ from hypothesis import strategies as st
 CALL_IDS = ("t0", "t1", "t2")
 KEYS = ("k0", "k1", "k2")
 MAIN = "c"
-CONTEXT_IDS = (MAIN,) * 12 + ("d", "d", "missing")
+OTHER = "t:d"  # in a namespace of its own (``t``), MAIN in the one without
+CONTEXT_IDS = (MAIN,) * 12 + (OTHER, OTHER, "missing")
 MOSTLY_O200K = ("o200k_base",) * 15 + ("cl100k_base",)
 PROPERTY_SETTINGS = settings(
     max_examples=150,
@@ -289,12 +293,28 @@ patches = st.builds(
 )
 puts = st.builds(
     PutContext,
-    st.sampled_from([MAIN, MAIN, "d"]),
+    st.sampled_from([MAIN, MAIN, OTHER]),
     st.just(0),
     configs,
     st.one_of(st.none(), st.dictionaries(st.sampled_from(["a", "b"]), st.integers(0, 3))),
 )
-tombstones = st.builds(Tombstone, st.sampled_from(["d"] * 8 + [MAIN, "missing"]), st.just(0))
+tombstones = st.builds(Tombstone, st.sampled_from([OTHER] * 8 + [MAIN, "missing"]), st.just(0))
+purges = st.builds(
+    Purge,
+    st.sampled_from([OTHER] * 8 + [MAIN, "missing"]),
+    st.just(0),
+    st.sampled_from([None, "admin", "retention"]),
+)
+REDACTED_TOKENS = [1]
+"""The redaction marker's per-part count in these histories (the API counts it)."""
+redacts = st.builds(
+    lambda context_id, seq, archived: Redact(
+        context_id, 0, seq, MESSAGE_OVERHEAD + sum(REDACTED_TOKENS), REDACTED_TOKENS, archived
+    ),
+    context_ids,
+    st.integers(0, 12),
+    st.one_of(st.none(), st.integers(0, 20)),  # the run stamps the archive's count
+)
 CURRENT = -1
 """A summary job's ``base`` that :func:`current` sets to the context's compaction
 count when the command is applied (a job that nothing raced)."""
@@ -349,6 +369,8 @@ one_command = weighted(
     (puts, 3),
     (patches, 2),
     (tombstones, 1),
+    (purges, 1),
+    (redacts, 3),
     (summarizes, 3),
     (archivings, 3),
     (st.builds(Retry, st.integers(0, 50)), 3),
@@ -396,6 +418,7 @@ class ContextModel:
     up to it may have been dropped; flagged ones never)."""
     version: int = 1
     snapshot: Any = None
+    purged: bool = False
 
 
 def _context_json(machine: StateMachine, context_id: str) -> Any:
@@ -410,7 +433,7 @@ def _expected_append_refusal(
 ) -> str | set[str] | None:
     """The error code(s) the core may give ``command`` (not a replay); None: must accept."""
     context = machine.contexts[command.context_id]
-    if context.status == "tombstoned":
+    if context.status != "active":
         return "context_tombstoned"
     if command.if_version is not None and command.if_version != context.version:
         return "version_conflict"
@@ -443,6 +466,8 @@ OTHER_REFUSALS = {
     "tombstone": set(),
     "summarize": {"context_tombstoned"},
     "mark_archived": set(),
+    "purge": set(),
+    "redact": {"not_found", "context_purged"},
 }
 
 
@@ -503,7 +528,32 @@ def apply_and_track(
         assert hot >= min(command.tail_keep, context.last_seq - context.archived_seq) or (
             context.log_offset == 0
         )
+        if context.status == "tombstoned" and context.archived_seq == context.last_seq:
+            # An archived tombstone keeps nothing in memory: no window, no hot tail,
+            # no idempotency keys (it takes no more writes).
+            assert not context.log and not context.window and context.used_tokens == 0
+            model.keys.clear()
         model.snapshot = _context_json(machine, context_id)
+        return
+    if isinstance(command, Purge):
+        assert context.status == "purged" and context.purge is not None
+        assert (context.metadata, context.log, context.window) == ({}, [], [])
+        assert context.last_seq == len(model.log) and context.log_tokens == 0
+        model.purged = True
+        model.keys.clear()
+        return
+    if isinstance(command, Redact):
+        original = model.log[command.seq - 1]
+        redacted = original.redacted(command.token_count, command.part_tokens)
+        assert context.hot(command.seq) in (None, redacted)
+        assert all(m == redacted for m in context.window if m.seq == command.seq)
+        model.log[command.seq - 1] = redacted
+        for _, first in model.keys.values():  # replays read the log
+            if isinstance(first, AppendResult):
+                first.messages[:] = [
+                    attrs.evolve(m, token_count=redacted.token_count) if m.seq == command.seq else m
+                    for m in first.messages
+                ]
         return
     if windows.pin_mask(context.config) != windows.PIN_ALL:
         model.system_floor_seq = len(model.log) + (
@@ -563,7 +613,8 @@ def budget_holds(machine: StateMachine, models: dict[str, ContextModel]) -> None
         )
         if context.config.policy.strategy == "summarize":  # a summary is due past the trigger
             due = context.used_tokens > windows.trigger_tokens(context.config)
-            assert context.needs_compaction is due
+            # …or a redacted message is covered by the summary, which must be rebuilt.
+            assert context.needs_compaction is (due or context.summary_rebuild)
         else:
             assert context.needs_compaction is False
 
@@ -640,6 +691,8 @@ def tool_pairs_stay_together(machine: StateMachine, models: dict[str, ContextMod
 def pinned_messages_stay(machine: StateMachine, models: dict[str, ContextModel]) -> None:
     """Guarantee 4: pinned log messages since the last compact are in the window, whole."""
     for context_id, context in machine.contexts.items():
+        if context.status != "active" and context.archived_seq == context.last_seq:
+            continue  # purged, or tombstoned and archived: nothing stays in memory
         floor = models[context_id].floor_seq
         window_by_seq = {m.seq: m for m in context.window if m.seq is not None}
         system_floor = max(floor, models[context_id].system_floor_seq)
@@ -651,8 +704,25 @@ def pinned_messages_stay(machine: StateMachine, models: dict[str, ContextModel])
                 assert window_by_seq.get(message.seq) == message, f"pinned {message.id} lost"
 
 
+def usage_adds_up(machine: StateMachine, models: dict[str, ContextModel]) -> None:
+    """Per namespace: the contexts (tombstoned too) and the tokens of every message
+    ever appended, whatever was archived, and the same after a snapshot."""
+    expected: dict[str, tuple[int, int]] = {}
+    for context_id in machine.contexts:
+        namespace = namespace_of(context_id)
+        contexts, tokens = expected.get(namespace, (0, 0))
+        model = models[context_id]
+        logged = 0 if model.purged else sum(m.token_count for m in model.log)
+        expected[namespace] = (contexts + 1, tokens + logged)
+    found = {name: (u.contexts, u.tokens) for name, u in machine.usage.items() if u.contexts}
+    assert found == expected
+    restored = StateMachine.from_bytes(machine.to_bytes())
+    assert {n: (u.contexts, u.tokens) for n, u in restored.usage.items()} == expected
+
+
 INVARIANTS: list[Invariant] = [
     budget_holds,
+    usage_adds_up,
     seqs_are_gap_free,
     log_keeps_every_message,
     window_is_made_of_the_log,
@@ -661,11 +731,20 @@ INVARIANTS: list[Invariant] = [
 ]
 
 
+def archive_count(models: dict[str, ContextModel], command: Command) -> Command:
+    """A redact carries the archived message's token count (the API reads it from the
+    archive): the count of the message as the model knows it."""
+    model = models.get(command.context_id)
+    if isinstance(command, Redact) and model is not None and 1 <= command.seq <= len(model.log):
+        return attrs.evolve(command, archived_tokens=model.log[command.seq - 1].token_count)
+    return command
+
+
 def run(commands: list[Command], invariants: list[Invariant]) -> StateMachine:
     machine = StateMachine()
     models: dict[str, ContextModel] = {}
     for command in commands:
-        apply_and_track(machine, models, current(machine, command))
+        apply_and_track(machine, models, archive_count(models, current(machine, command)))
         for invariant in invariants:
             invariant(machine, models)
     return machine
@@ -728,6 +807,8 @@ class BatchWindow:
         self.window: list[Message] = []
         self.last_user_seq: int | None = None
         self.needs_compaction = False
+        self.rebuild = False
+        """A redact left the window's summary to be rebuilt (needs_compaction stays)."""
 
     def add(self, message: Message) -> None:
         """Under a non-manual policy an orphan result never enters the window (so it
@@ -748,11 +829,13 @@ class BatchWindow:
         manual = config.policy.strategy == "manual"
         if not manual and (force or self._over(config, at)):
             self.window = windows.strip_orphan_results(self.window)
+        rebuild = self.rebuild and config.policy.strategy == "summarize"
         if not self._over(config, at):
-            self.needs_compaction = False
+            self.needs_compaction = rebuild
             return []
         ops = windows.ListWindow(self.window, windows.pin_mask(config))
-        self.needs_compaction, actions = windows.run_policy(ops, config, self.last_user_seq, at)
+        needs, actions = windows.run_policy(ops, config, self.last_user_seq, at)
+        self.needs_compaction = needs or rebuild
         self.window = ops.window
         return actions
 
@@ -797,10 +880,11 @@ def test_the_live_window_is_the_window_the_rules_compute(commands: list[Command]
                 force=any(windows.tool_result_ids(m) for m in appended), at=command.at
             )
             _same_actions(result.compaction, actions)
-        elif isinstance(command, Compact | Summarize):
+        elif isinstance(command, Compact | Summarize | Purge | Redact):
             assert batch is not None
             batch.window = list(context.window)
             batch.needs_compaction = context.needs_compaction
+            batch.rebuild = context.summary_rebuild
         if batch is None:
             continue
         assert context.window == batch.window, command

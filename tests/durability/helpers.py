@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -321,3 +324,111 @@ def check_history(client: httpx.Client, workload: AppendWorkload) -> list[str]:
                 f"is stored as {context_id}#{message['seq']} {message['parts']}"
             )
     return problems
+
+
+# --- stopping a node (SIGTERM) ---------------------------------------------------------
+
+RETRY_TRIES = 2000
+"""Tries of one append by :class:`RetryingWriters` (20 ms apart: longer than a restart)."""
+RETRYABLE = {
+    "503 shutting_down",
+    "503 not_ready",
+    "503 unavailable",
+    "ConnectError",
+    "RemoteProtocolError",
+    "ReadError",
+    "WriteError",
+}
+"""The failures a writer may see around a stop (each retried with the same key)."""
+DRAINED = re.compile(
+    r"drained in [\d.]+ s: (\d+) in-flight requests finished, (\d+) cancelled "
+    r"\((\d+) event feeds ended, (\d+) new requests refused"
+)
+
+
+def sigterm(server: ServerProcess) -> float:
+    assert server.process is not None
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    return started
+
+
+def wait_exit(server: ServerProcess, started: float, limit: float) -> tuple[int, float]:
+    """The exit status and the seconds from ``started``; fails if that exceeds ``limit``."""
+    assert server.process is not None
+    try:
+        status = server.process.wait(max(0.1, started + limit - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        server.kill9()
+        raise AssertionError(f"still running {limit:g} s after SIGTERM: {server.log()}") from None
+    return status, time.monotonic() - started
+
+
+def drained(server: ServerProcess) -> dict[str, int]:
+    """The numbers of the process's one ``drained …`` line."""
+    lines = DRAINED.findall(server.output())
+    assert len(lines) == 1, server.output()[-3000:]
+    finished, cancelled, feeds, refused = (int(value) for value in lines[0])
+    return {"finished": finished, "cancelled": cancelled, "feeds": feeds, "refused": refused}
+
+
+class RetryingWriters(AppendWorkload):
+    """Appends with unique keys, each retried with its key until acknowledged (on the
+    next node, given several); every failure is classified, and anything that is not
+    retryable is an error."""
+
+    def __init__(
+        self, server: ServerProcess | list[ServerProcess], context_ids: list[str], threads: int
+    ) -> None:
+        super().__init__(server, context_ids, threads)
+        self.seen: Counter[str] = Counter()
+
+    def _append(self, number: int, clients: list[httpx.Client]) -> None:
+        current = number % len(clients)
+        count = 0
+        while not self._stop.is_set():
+            key = f"t{number}-{count:05d}"
+            attempt = Attempt(key, self.context_ids[(number + count) % len(self.context_ids)])
+            with self._lock:
+                self.attempts.append(attempt)
+            count += 1
+            for _ in range(RETRY_TRIES):
+                if self._stop.is_set():
+                    break
+                attempt.tries += 1
+                client = clients[current]
+                try:
+                    response = client.post(
+                        f"/v1/contexts/{attempt.context_id}/messages", json=attempt.body
+                    )
+                except httpx.TimeoutException as error:
+                    self.errors.append(f"{key}: no answer (a hang): {error!r}")
+                    return
+                except httpx.TransportError as error:
+                    self._saw(type(error).__name__)
+                    current = (current + 1) % len(clients)
+                    time.sleep(0.02)
+                    continue
+                if response.status_code == 201:
+                    attempt.ack = response.json()
+                    break
+                code = response.json().get("error") if response.content else None
+                if response.status_code == 503 and response.headers.get("Retry-After"):
+                    self._saw(f"503 {code}")
+                    current = (current + 1) % len(clients)
+                    time.sleep(0.02)
+                    continue
+                self.errors.append(f"{key}: {response.status_code} {response.text[:300]}")
+                return
+
+    def _saw(self, what: str) -> None:
+        with self._lock:
+            self.seen[what] += 1
+
+
+def wait_for_acknowledgements(workload: AppendWorkload, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while workload.acknowledged() < count:
+        assert time.monotonic() < deadline, f"fewer than {count} appends acknowledged"
+        assert not workload.errors, workload.errors[:5]
+        time.sleep(0.01)

@@ -2,7 +2,8 @@
 
 :data:`MUTATIONS` maps ``no-<fix>`` to the patches that undo that fix, plus
 ``slow-compaction``, which undoes nothing: it only pauses (and says so on
-stdout) where a kill -9 is interesting. Each entry is a list of
+stdout) where a kill -9 is interesting, and ``slow-preview``, a preview that
+keeps its worker thread busy for 30 s. Each entry is a list of
 ``(owner, attribute, replacement)`` patches; a
 replacement of :data:`DELETE` removes the attribute (so an inherited
 implementation, e.g. pysyncobj's own, takes over again). Tests apply them with
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from fastpaca_server.api import routes as routes_module
 from fastpaca_server.replication import snapshot as snapshot_module
 from fastpaca_server.replication.cluster import DurableTCPTransport
 from fastpaca_server.replication.journal import (
@@ -108,6 +110,7 @@ def _write_file_without_fsync(path: str, chunks: list[bytes]) -> None:
 
 
 _real_delete_entries_to = DurableJournal.deleteEntriesTo
+_real_preview = routes_module.preview
 
 
 def _slow_delete_entries_to(self: DurableJournal, entryTo: int) -> None:
@@ -117,6 +120,29 @@ def _slow_delete_entries_to(self: DurableJournal, entryTo: int) -> None:
     print(PAUSE_MARK, flush=True)
     time.sleep(float(os.environ.get("DURABILITY_TEST_COMPACTION_PAUSE", "0.5")))
     _real_delete_entries_to(self, entryTo)
+
+
+SLOW_PREVIEW_SECONDS = 30.0
+SLOW_FSYNC_SECONDS = 0.1
+_real_fsync, _real_fdatasync = os.fsync, os.fdatasync
+
+
+def _slow_fsync(fd: int) -> None:
+    # Not a fix switched off: a disk whose every fsync takes 100 ms.
+    time.sleep(SLOW_FSYNC_SECONDS)
+    _real_fsync(fd)
+
+
+def _slow_fdatasync(fd: int) -> None:
+    time.sleep(SLOW_FSYNC_SECONDS)
+    _real_fdatasync(fd)
+
+
+def _slow_preview(*args: Any, **kwargs: Any) -> Any:
+    # Not a fix switched off: a preview whose worker thread is busy far longer
+    # than any shutdown grace, to show that a stop does not wait for it.
+    time.sleep(SLOW_PREVIEW_SECONDS)
+    return _real_preview(*args, **kwargs)
 
 
 MUTATIONS: dict[str, Callable[[], list[Patch]]] = {
@@ -144,6 +170,10 @@ MUTATIONS: dict[str, Callable[[], list[Patch]]] = {
     "no-transport-flush": lambda: [(DurableTCPTransport, "send", DELETE)],
     # timing only (see _slow_delete_entries_to)
     "slow-compaction": lambda: [(DurableJournal, "deleteEntriesTo", _slow_delete_entries_to)],
+    # timing only (see _slow_preview)
+    "slow-preview": lambda: [(routes_module, "preview", _slow_preview)],
+    # timing only: every fsync and fdatasync of the process takes 100 ms more
+    "slow-fsync": lambda: [(os, "fsync", _slow_fsync), (os, "fdatasync", _slow_fdatasync)],
 }
 
 

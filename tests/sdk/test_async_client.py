@@ -67,6 +67,21 @@ def test_append_append_many_and_window(server: ServerProcess, context_id: str) -
     run(server, scenario)
 
 
+def test_redact_and_purge(server: ServerProcess, context_id: str) -> None:
+    async def scenario(client: AsyncFastpaca) -> None:
+        ctx = await client.context(context_id, budget=100)
+        await ctx.append_many([user("public"), user("secret")])
+        info = await ctx.redact(2)
+        assert (await ctx.redact(2)).version == info.version
+        assert (await ctx.tail())[1]["parts"] == [{"type": "redacted"}]
+        purged = await ctx.delete(purge=True)
+        assert purged.status == "purged" and purged.purge is not None
+        other = await client.context(context_id + "-2", budget=100)
+        assert (await client.delete_context(other.id, purge=True)).status == "purged"
+
+    run(server, scenario)
+
+
 def test_compact_tail_messages_and_history(server: ServerProcess, context_id: str) -> None:
     async def scenario(client: AsyncFastpaca) -> None:
         ctx = await client.context(context_id, budget=1_000_000)

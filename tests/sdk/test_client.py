@@ -207,6 +207,26 @@ def test_delete_tombstones(client: Fastpaca, context_id: str) -> None:
     assert client.delete_context(other.id).status == "tombstoned"
 
 
+def test_redact_and_purge(client: Fastpaca, context_id: str) -> None:
+    ctx = client.context(context_id, budget=100, metadata={"user": "ada"})
+    ctx.append_many([user("public"), user("secret"), user("public too")])
+    info = ctx.redact(2)
+    assert ctx.redact(2).version == info.version  # a redacted message stays as it is
+    assert [m["parts"] for m in ctx.tail()][1] == [{"type": "redacted"}]
+    with pytest.raises(NotFoundError):
+        ctx.redact(9)
+    purged = ctx.delete(purge=True)
+    assert (purged.status, purged.metadata, purged.last_seq) == ("purged", {}, 3)
+    assert purged.purge is not None and purged.purge.purged_by is None
+    assert list(ctx.tail()) == []
+    with pytest.raises(ConflictError) as conflict:
+        ctx.redact(1)
+    assert conflict.value.code == "context_purged"
+    other = client.context(context_id + "-2", budget=100)
+    assert client.delete_context(other.id, purge=True).status == "purged"
+    assert other.id in [c.id for c in client.list_contexts(status="purged", prefix=context_id)]
+
+
 def test_list_and_iterate_contexts(client: Fastpaca, context_id: str) -> None:
     for n in range(5):
         metadata = {"team": "red" if n % 2 else "blue", "rank": n, "title": f"Chat Nº{n}"}

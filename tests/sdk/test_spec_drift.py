@@ -32,6 +32,7 @@ from fastpaca import (
     Pin,
     Preview,
     PreviewConfig,
+    PurgeRecord,
     RefusedMessage,
     Segment,
     StoredMessage,
@@ -123,7 +124,9 @@ def _items_of(schema_name: str, property_name: str) -> dict[str, Any]:
 def test_nested_records_match_their_schemas() -> None:
     preview = schema("Preview")["properties"]
     context = schema("Context")["properties"]["last_compaction"]["oneOf"]
+    purge = schema("Context")["properties"]["purge"]["oneOf"]
     nested = [
+        (PurgeRecord, _inline_properties(next(o for o in purge if "properties" in o))),
         (PreviewConfig, _inline_properties(preview["config"])),
         (TokenBreakdown, _inline_properties(_items_of("Preview", "breakdown"))),
         (DroppedRun, _inline_properties(_items_of("Preview", "dropped"))),
@@ -329,7 +332,9 @@ def test_routes_exist_in_the_spec() -> None:
         requests._compactions_call(0, 1),
         requests._preview_call(None, None, None, None),
         requests._export_call(),
+        requests._redact_call(3),
         fastpaca._context.delete_context_call("chat"),
+        fastpaca._context.delete_context_call("chat", purge=True),
         fastpaca._context.cluster_call(),
         fastpaca._context.list_contexts_call(
             limit=None, cursor=None, order=None, prefix=None, q=None, metadata=None, status=None
@@ -341,12 +346,13 @@ def test_routes_exist_in_the_spec() -> None:
     paths = load_spec()["paths"]
     for call in calls:
         template = call.path.replace("/contexts/chat", "/contexts/{context_id}")
+        template = template.replace("/messages/3/", "/messages/{seq}/")
         assert call.method.lower() in paths[template], f"{call.method} {template}"
     events = requests._events_call(3, include_messages=False)
     # …and every operation on a context has a call (the websocket feed aside: the
     # SDK follows the same feed over SSE).
     called = {
-        (call.method.lower(), call.path.replace("/chat", "/{context_id}"))
+        (call.method.lower(), call.path.replace("/chat", "/{context_id}").replace("/3/", "/{seq}/"))
         for call in [*calls, events]
     }
     context_operations = {
@@ -365,6 +371,10 @@ def test_routes_exist_in_the_spec() -> None:
     }
     assert set(events.params) == documented == {"cursor", "include_messages"}
     assert "text/event-stream" in operation["responses"]["200"]["content"]
+    purge = fastpaca._context.delete_context_call("chat", purge=True)
+    operation = paths["/v1/contexts/{context_id}"]["delete"]
+    assert set(purge.params) == {p["name"] for p in operation["parameters"]} == {"purge"}
+    assert not fastpaca._context.delete_context_call("chat").params
     export = requests._export_call()
     operation = paths[export.path.replace("/chat", "/{context_id}")][export.method.lower()]
     assert not export.params and "parameters" not in operation  # the route takes none

@@ -14,7 +14,9 @@ from fastpaca_server.core import (
     AppendMessages,
     ContextConfig,
     MessageInput,
+    Purge,
     PutContext,
+    Redact,
     StateMachine,
 )
 
@@ -149,5 +151,34 @@ def test_slow_subscribers_are_ended_not_waited_for() -> None:
         assert [version for _, version in _drain(slow)] == [2, 2, 3, 3]
         world.append("a", "after")  # no longer subscribed
         assert _drain(slow) == []
+
+    run(body)
+
+
+def test_an_erasure_drops_what_the_hub_retained_of_the_context() -> None:
+    """Retained and queued versions hold message content: a redact drops them (queued
+    subscribers get a gap), a purge too, and ends every feed with ``tombstoned``."""
+
+    def body() -> None:
+        world = World()
+        world.create("a")
+        world.create("b")
+        world.append("a", "secret", "public")  # a: version 2
+        world.append("b", "other")
+        behind = world.hub.subscribe("a", 0)  # the replay of versions 1-2 is queued
+        world.apply(Redact("a", 10, 1, 5, [1]))  # a: version 3
+        assert _drain(behind) == [("gap", 2), ("context", 3)]
+        replay = world.hub.subscribe("a", 0)
+        assert _drain(replay) == [("gap", 2), ("context", 3)]  # nothing before the redact
+        assert all(entry.context_id != "a" or entry.version >= 3 for entry in world.hub._order)
+        assert [e for e, _ in _drain(world.hub.subscribe("b", 0))] == [
+            "context",
+            "message",
+            "context",
+        ]
+        world.apply(Purge("a", 11, "ops"))  # a: version 4
+        assert _drain(replay) == [("tombstoned", 4)]
+        late = world.hub.subscribe("a", 0, tombstoned_at=4)
+        assert _drain(late) == [("gap", 3), ("tombstoned", 4)]
 
     run(body)

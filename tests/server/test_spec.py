@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+from fastpaca_server.access import hash_key
 from fastpaca_server.api import create_app, validation
 from fastpaca_server.config import ServerConfig
 from fastpaca_server.core import models
@@ -59,7 +60,8 @@ def _operations() -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def _concrete(template: str, context_id: str = "ctx") -> str:
-    return template.replace("{context_id}", context_id).replace("{raft_address}", "127.0.0.1:7000")
+    path = template.replace("{context_id}", context_id).replace("{seq}", "1")
+    return path.replace("{raft_address}", "127.0.0.1:7000")
 
 
 def send(
@@ -133,7 +135,11 @@ def test_every_v1_operation_documents_its_shared_errors() -> None:
             continue
         if "security" in operation:
             problems.append(f"{method} {template} must inherit bearerAuth")
-        expected = {"400", "401", "503"}  # 503 not_ready on every /v1 route while starting
+        # 503 not_ready on every /v1 route while starting; 403 and 429 with a keys file
+        # (membership takes operator keys only, which no tenant's rate limits)
+        expected = {"400", "401", "403", "503"}
+        if not template.startswith("/v1/cluster/members"):
+            expected.add("429")
         if method != "PUT" and "{context_id}" in template:
             expected.add("404")
         if "requestBody" in operation:
@@ -355,6 +361,20 @@ def test_every_operation_answers_as_the_spec_says(server: ServerProcess) -> None
         assert {e["type"] for e in stream} >= {"context", "message", "compaction"}
         assert [e["seq"] for e in stream if e["type"] == "message"] == [1, 2, 3, 4, 5]
 
+        # Erasure: a redacted message keeps its seq and place (a tombstone may be
+        # redacted); a purge erases the rest and reads answer empty.
+        redacted = ok("POST", f"{base}/messages/2/redact")
+        assert redacted["version"] == deleted["version"] + 1
+        assert ok("POST", f"{base}/messages/2/redact")["version"] == redacted["version"]
+        log = ok("GET", f"{base}/messages", params={"limit": 1000})["messages"]
+        assert [m["seq"] for m in log] == [1, 2, 3, 4, 5]
+        assert log[1]["parts"] == [{"type": "redacted"}] and log[1]["metadata"] == {"lang": "en"}
+        purged = ok("DELETE", base, params={"purge": "true"})
+        assert (purged["status"], purged["metadata"], purged["last_seq"]) == ("purged", {}, 5)
+        assert purged["purge"]["purged_by"] is None  # this server takes no keys
+        assert ok("GET", f"{base}/tail")["messages"] == []
+        assert ok("GET", f"{base}/context")["messages"] == []
+
         metrics = ok("GET", "/metrics")
         assert "fastpaca_http_requests_total" in metrics
         cluster = ok("GET", "/v1/cluster")  # a single node is a cluster of one
@@ -413,8 +433,9 @@ BAD = "/v1/contexts/" + "x" * 257  # one character too long
 ACTIVE = "/v1/contexts/{active}"
 SMALL = "/v1/contexts/{small}"  # token_budget 50, a pinned 40-token system message, metadata
 TOMBSTONED = "/v1/contexts/{tombstoned}"
+PURGED = "/v1/contexts/{purged}"  # one message, then purged
 MISSING = "/v1/contexts/{missing}"
-PLACEHOLDERS = {"active": "a", "small": "s", "tombstoned": "t", "missing": "m"}
+PLACEHOLDERS = {"active": "a", "small": "s", "tombstoned": "t", "purged": "p", "missing": "m"}
 
 
 def case(method: str, path: str, status: int, code: str, **kwargs: Any) -> Any:
@@ -484,6 +505,16 @@ ERROR_CASES = [
     case("DELETE", "/v1/contexts/bad%20id", 400, "invalid_context_id"),
     case("DELETE", ACTIVE, 400, "unknown_field", params={"force": 1}),
     case("DELETE", MISSING, 404, "not_found"),
+    case("DELETE", ACTIVE, 400, "invalid_request", params={"purge": "yes"}),
+    case("DELETE", ACTIVE, 400, "invalid_request", params=[("purge", "false")] * 2),
+    # POST /v1/contexts/{id}/messages/{seq}/redact
+    case("POST", "/v1/contexts/bad%20id/messages/1/redact", 400, "invalid_context_id"),
+    case("POST", f"{ACTIVE}/messages/1/redact", 400, "unknown_field", params={"all": "true"}),
+    case("POST", f"{ACTIVE}/messages/0/redact", 400, "invalid_request"),
+    case("POST", f"{ACTIVE}/messages/one/redact", 400, "invalid_request"),
+    case("POST", f"{MISSING}/messages/1/redact", 404, "not_found"),
+    case("POST", f"{ACTIVE}/messages/99/redact", 404, "not_found"),
+    case("POST", f"{PURGED}/messages/1/redact", 409, "context_purged"),
     # PATCH /v1/contexts/{id}/metadata
     case("PATCH", f"{BAD}/metadata", 400, "invalid_context_id", json={"metadata": {}}),
     case("PATCH", f"{ACTIVE}/metadata", 400, "invalid_json", content=b"nope"),
@@ -687,7 +718,8 @@ ERROR_CASES = [
 @pytest.fixture(scope="module")
 def contexts(server: ServerProcess) -> dict[str, str]:
     """Contexts in the states the error cases need (errors change nothing, so they are shared)."""
-    ids = {name: _unique(f"spec-{name}") for name in ("active", "small", "tombstoned", "missing")}
+    names = ("active", "small", "tombstoned", "purged", "missing")
+    ids = {name: _unique(f"spec-{name}") for name in names}
     with server.client() as client:
         client.put(f"/v1/contexts/{ids['active']}", json={"token_budget": 1000}).raise_for_status()
         client.post(
@@ -710,6 +742,10 @@ def contexts(server: ServerProcess) -> dict[str, str]:
             f"/v1/contexts/{ids['tombstoned']}", json={"token_budget": 10}
         ).raise_for_status()
         client.delete(f"/v1/contexts/{ids['tombstoned']}").raise_for_status()
+        purged = f"/v1/contexts/{ids['purged']}"
+        client.put(purged, json={"token_budget": 10}).raise_for_status()
+        client.post(f"{purged}/messages", json=APPEND).raise_for_status()
+        client.delete(purged, params={"purge": "true"}).raise_for_status()
     return ids
 
 
@@ -808,6 +844,94 @@ def test_v1_needs_the_api_key(
     assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
+WRITE_ONLY_KEY = "spec-write-only"
+THROTTLED_KEY = "spec-throttled"
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A keys file: a key of tenant ``t`` with the write scope only, and a key of tenant
+    ``r`` whose rate allows one request (then 429s for a long while)."""
+    data = tmp_path_factory.mktemp("keyed") / "data"
+    keys = {
+        "tenants": {"r": {"requests_per_second": 0.001, "burst": 1}},
+        "keys": [
+            {"name": "w", "tenant": "t", "scopes": ["write"], "sha256": hash_key(WRITE_ONLY_KEY)},
+            {
+                "name": "throttled",
+                "tenant": "r",
+                "scopes": ["read", "write", "admin"],
+                "sha256": hash_key(THROTTLED_KEY),
+            },
+        ],
+    }
+    keys_file = data.parent / "keys.json"
+    keys_file.write_text(json.dumps(keys))
+    process = ServerProcess(data, "--keys-file", str(keys_file)).start()
+    with httpx.Client(base_url=process.url, timeout=30) as client:  # spend r's one request
+        headers = {"Authorization": f"Bearer {THROTTLED_KEY}"}
+        assert client.get("/v1/contexts", headers=headers).status_code == 200
+    yield process
+    process.stop()
+
+
+@pytest.mark.parametrize(("method", "template"), V1_OPERATIONS)
+def test_v1_answers_403_outside_the_scope_or_the_namespace(
+    keyed_server: ServerProcess, method: str, template: str
+) -> None:
+    """Reads need ``read``; writes on ``ctx`` are outside tenant ``t``'s namespace;
+    membership needs ``admin``: every operation answers 403 to this key."""
+    headers = {"Authorization": f"Bearer {WRITE_ONLY_KEY}"}
+    with httpx.Client(base_url=keyed_server.url, headers=headers, timeout=30) as client:
+        response = send(client, method, _concrete(template), 403, json={})
+    assert response.json()["error"] == "forbidden"
+
+
+@pytest.mark.parametrize(
+    ("method", "template"), [(m, t) for m, t in V1_OPERATIONS if "/members" not in t]
+)
+def test_v1_answers_429_over_the_tenants_rate(
+    keyed_server: ServerProcess, method: str, template: str
+) -> None:
+    headers = {"Authorization": f"Bearer {THROTTLED_KEY}"}
+    with httpx.Client(base_url=keyed_server.url, headers=headers, timeout=30) as client:
+        response = send(client, method, _concrete(template, "r:ctx"), 429, json={})
+    assert response.json()["error"] == "rate_limited"
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+@pytest.fixture(scope="module")
+def full_disk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A node that asks for more free disk than any disk has: every write is a 507."""
+    data = tmp_path_factory.mktemp("full-disk") / "data"
+    process = ServerProcess(data, "--min-free-disk", str(10**18)).start()
+    yield process
+    process.stop()
+
+
+DISK_WRITES = [(m, t) for m, t, op in _operations() if "507" in op["responses"]]
+
+
+def test_every_write_documents_507() -> None:
+    writes = {
+        (m, t)
+        for m, t, _ in _operations()
+        if m != "GET" and t.startswith("/v1/") and "preview" not in t
+    }
+    assert set(DISK_WRITES) == writes
+
+
+@pytest.mark.parametrize(("method", "template"), DISK_WRITES)
+def test_writes_on_a_full_disk_get_507(
+    full_disk_server: ServerProcess, method: str, template: str
+) -> None:
+    with httpx.Client(base_url=full_disk_server.url, timeout=30) as client:
+        response = send(client, method, _concrete(template), 507, json={})
+        assert response.json()["error"] == "insufficient_storage"
+        assert response.headers["Retry-After"] == "5"
+        assert client.get("/v1/contexts/ctx").status_code == 404  # reads answer; nothing made
+
+
 @pytest.mark.parametrize(("method", "template"), OPEN_OPERATIONS)
 def test_health_and_metrics_are_open(
     guarded_server: ServerProcess, method: str, template: str
@@ -869,15 +993,28 @@ def test_unconfirmed_writes_get_503(
         ("PATCH", "/v1/contexts/{context_id}/metadata"): {"json": {"metadata": {"a": 1}}},
         ("POST", "/v1/contexts/{context_id}/messages"): {"json": APPEND},
         ("POST", "/v1/contexts/{context_id}/compact"): {"json": {"replacement": []}},
+        ("POST", "/v1/contexts/{context_id}/messages/{seq}/redact"): {},
     }
     assert (method, template) in requests, f"add a 503 request for {method} {template}"
     with unconfirmed_server.client() as client:
         client.put(f"/v1/contexts/{context_id}", json={"token_budget": 1000})
         _wait_until_exists(client, context_id)
+        if template.endswith("/redact"):  # a message to redact (repeating it is harmless)
+            _unconfirmed(client, "POST", f"/v1/contexts/{context_id}/messages", json=APPEND)
+            _wait_until_seq(client, context_id, 1)
         path = _concrete(template, context_id)
         response = _unconfirmed(client, method, path, **requests[method, template])
     assert response.json()["error"] == "unavailable"
     assert response.headers["Retry-After"] == "1"
+
+
+def _wait_until_seq(client: httpx.Client, context_id: str, seq: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if client.get(f"/v1/contexts/{context_id}").json()["last_seq"] >= seq:
+            return
+        time.sleep(0.025)
+    raise AssertionError(f"message {seq} of {context_id} was never applied")
 
 
 def _wait_until_exists(client: httpx.Client, context_id: str) -> None:

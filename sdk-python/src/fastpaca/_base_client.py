@@ -88,6 +88,20 @@ def should_retry_status(status_code: int) -> bool:
     return status_code in RETRYABLE_STATUSES or status_code >= 500
 
 
+def should_retry(response: httpx.Response) -> bool:
+    """Whether a read error response is worth retrying: its status says so, and it is not
+    a 429 ``quota_exceeded`` (a quota does not free up by waiting)."""
+    if not should_retry_status(response.status_code):
+        return False
+    if response.status_code == 429:
+        try:
+            body = response.json()
+        except ValueError:
+            return True
+        return not (isinstance(body, dict) and body.get("error") == "quota_exceeded")
+    return True
+
+
 def retry_after_seconds(headers: httpx.Headers) -> float | None:
     """The wait a ``Retry-After`` (or ``retry-after-ms``) header asks for, if any."""
     milliseconds = headers.get("retry-after-ms")
@@ -221,7 +235,7 @@ class SyncAPIClient(BaseClient):
                 return
             response.read()
             response.close()
-            if should_retry_status(response.status_code) and retries_taken < self.max_retries:
+            if should_retry(response) and retries_taken < self.max_retries:
                 _sleep(retry_delay(retries_taken, response))
                 retries_taken += 1
                 continue
@@ -275,7 +289,7 @@ class AsyncAPIClient(BaseClient):
                 return
             await response.aread()
             await response.aclose()
-            if should_retry_status(response.status_code) and retries_taken < self.max_retries:
+            if should_retry(response) and retries_taken < self.max_retries:
                 await _async_sleep(retry_delay(retries_taken, response))
                 retries_taken += 1
                 continue

@@ -110,9 +110,10 @@ class Fastpaca(SyncAPIClient):
             info = self._send(call)
         return Context(self, context_id, info)
 
-    def delete_context(self, context_id: str) -> ContextInfo:
-        """Tombstone a context (the same as ``client.context(id).delete()``)."""
-        return self._send(delete_context_call(context_id))
+    def delete_context(self, context_id: str, *, purge: bool = False) -> ContextInfo:
+        """Tombstone a context (the same as ``client.context(id).delete()``); with
+        ``purge=True`` (an ``admin`` key), erase its messages, window and metadata too."""
+        return self._send(delete_context_call(context_id, purge=purge))
 
     def list_contexts(
         self,
@@ -136,7 +137,7 @@ class Fastpaca(SyncAPIClient):
             q: case-insensitive search in the id and the top-level string metadata values.
             metadata: top-level metadata keys and the values they must have (a
                 non-string value matches by its JSON: ``{"priority": 3}``).
-            status: ``"active"`` (default), ``"tombstoned"`` or ``"all"``.
+            status: ``"active"`` (default), ``"tombstoned"``, ``"purged"`` or ``"all"``.
         """
         call = list_contexts_call(
             limit=limit,
@@ -241,9 +242,9 @@ class AsyncFastpaca(AsyncAPIClient):
             info = await self._send(call)
         return AsyncContext(self, context_id, info)
 
-    async def delete_context(self, context_id: str) -> ContextInfo:
-        """Tombstone a context."""
-        return await self._send(delete_context_call(context_id))
+    async def delete_context(self, context_id: str, *, purge: bool = False) -> ContextInfo:
+        """Tombstone a context; with ``purge=True`` (an ``admin`` key), erase it too."""
+        return await self._send(delete_context_call(context_id, purge=purge))
 
     async def list_contexts(
         self,

@@ -161,7 +161,7 @@ def cluster_call() -> Call[ClusterInfo]:
 
 
 ListOrder = Literal["id", "recent"]
-ListStatus = Literal["active", "tombstoned", "all"]
+ListStatus = Literal["active", "tombstoned", "purged", "all"]
 
 
 def _filter_value(value: Any) -> str:
@@ -195,9 +195,10 @@ def list_contexts_call(
     )
 
 
-def delete_context_call(context_id: str) -> Call[ContextInfo]:
-    """``DELETE /v1/contexts/{id}``: tombstone."""
-    return Call("DELETE", context_path(context_id), _parse_context)
+def delete_context_call(context_id: str, *, purge: bool = False) -> Call[ContextInfo]:
+    """``DELETE /v1/contexts/{id}``: tombstone; with ``purge``, erase as well."""
+    params: dict[str, int | str] = {"purge": "true"} if purge else {}
+    return Call("DELETE", context_path(context_id), _parse_context, params=params)
 
 
 class _ContextRequests:
@@ -276,6 +277,9 @@ class _ContextRequests:
             }
         )
         return Call("POST", context_path(self.id, "/preview"), _parse_preview, json=body)
+
+    def _redact_call(self, seq: int) -> Call[ContextInfo]:
+        return Call("POST", context_path(self.id, f"/messages/{int(seq)}/redact"), _parse_context)
 
     def _patch_metadata_call(
         self, patch: Mapping[str, Any], if_version: int | None
@@ -563,9 +567,20 @@ class Context(_ContextRequests):
         """Merge ``patch`` into the metadata (RFC 7396: ``None`` removes a key)."""
         return self._client._send(self._patch_metadata_call(patch, if_version))
 
-    def delete(self) -> ContextInfo:
-        """Tombstone the context: history stays readable, writes get 409."""
-        return self._client._send(delete_context_call(self.id))
+    def delete(self, *, purge: bool = False) -> ContextInfo:
+        """Tombstone the context: history stays readable, writes get 409.
+
+        With ``purge=True`` (an ``admin`` key) the context is also erased: its
+        messages, window and metadata are gone, from the server's disk and
+        archive too; the id stays taken (``status`` ``purged``).
+        """
+        return self._client._send(delete_context_call(self.id, purge=purge))
+
+    def redact(self, seq: int) -> ContextInfo:
+        """Erase message ``seq``'s content (an ``admin`` key): its parts become
+        ``[{"type": "redacted"}]``; its seq, id, role, metadata and place stay.
+        Redacting it again changes nothing."""
+        return self._client._send(self._redact_call(seq))
 
     def events(
         self, *, cursor: int | None = None, include_messages: bool = True
@@ -831,9 +846,14 @@ class AsyncContext(_ContextRequests):
         """Merge ``patch`` into the metadata (RFC 7396)."""
         return await self._client._send(self._patch_metadata_call(patch, if_version))
 
-    async def delete(self) -> ContextInfo:
-        """Tombstone the context."""
-        return await self._client._send(delete_context_call(self.id))
+    async def delete(self, *, purge: bool = False) -> ContextInfo:
+        """Tombstone the context; with ``purge=True`` (an ``admin`` key), erase it too."""
+        return await self._client._send(delete_context_call(self.id, purge=purge))
+
+    async def redact(self, seq: int) -> ContextInfo:
+        """Erase message ``seq``'s content (an ``admin`` key): its parts become
+        ``[{"type": "redacted"}]``."""
+        return await self._client._send(self._redact_call(seq))
 
     async def events(
         self, *, cursor: int | None = None, include_messages: bool = True

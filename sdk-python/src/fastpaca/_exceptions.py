@@ -95,6 +95,11 @@ class AuthenticationError(APIStatusError):
     """401: the API key is missing or wrong."""
 
 
+class PermissionDeniedError(APIStatusError):
+    """403 ``forbidden``: the key lacks the route's scope, or the context is outside its
+    tenant's namespace. Never retried."""
+
+
 class NotFoundError(APIStatusError):
     """404: no such context (or no such route)."""
 
@@ -105,13 +110,16 @@ class ConflictError(APIStatusError):
 
 
 class RateLimitError(APIStatusError):
-    """429: too many requests (retried with backoff)."""
+    """429: ``rate_limited`` (the tenant is over its request rate: retried after
+    ``Retry-After``) or ``quota_exceeded`` (a write would pass one of the tenant's
+    quotas: never retried, nothing was written)."""
 
 
 class ServiceUnavailableError(APIStatusError):
     """503: ``unavailable`` (the write was not confirmed), ``not_ready`` (the node is
-    starting) or ``archive_unavailable`` (a read that needs the server's archive while
-    it is down). Retried after ``Retry-After`` with the same idempotency key."""
+    starting), ``archive_unavailable`` (a read that needs the server's archive while
+    it is down), ``overloaded`` (the node sheds load), ``deadline_exceeded`` or
+    ``shutting_down``. Retried after ``Retry-After`` with the same idempotency key."""
 
 
 class InternalServerError(APIStatusError):
@@ -134,6 +142,7 @@ class ModelStreamError(FastpacaError):
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
+    403: PermissionDeniedError,
     404: NotFoundError,
     409: ConflictError,
     429: RateLimitError,

@@ -85,10 +85,14 @@ ErrorCode = Literal[
     "budget_too_small",
     "metadata_too_large",
     "unauthorized",
+    "forbidden",
+    "rate_limited",
+    "quota_exceeded",
     "not_found",
     "method_not_allowed",
     "version_conflict",
     "context_tombstoned",
+    "context_purged",
     "idempotency_key_reused",
     "tokenizer_immutable",
     "budget_below_pinned",
@@ -100,6 +104,10 @@ ErrorCode = Literal[
     "not_ready",
     "archive_unavailable",
     "too_many_connections",
+    "deadline_exceeded",
+    "insufficient_storage",
+    "shutting_down",
+    "overloaded",
     "summarizer_not_configured",
 ]
 """Every ``error`` code the server documents (``APIStatusError.code``)."""
@@ -188,6 +196,21 @@ class LastCompaction:
 
 
 @dataclass(frozen=True)
+class PurgeRecord:
+    """When a purged context was purged, and by whom: the API key's name,
+    ``retention`` (the server's ``--tombstone-retention``), or ``None`` on a server
+    without keys."""
+
+    purged_at: str
+    purged_by: str | None
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> PurgeRecord:
+        """Build from ``Context.purge``."""
+        return cls(**_pick(cls, body))
+
+
+@dataclass(frozen=True)
 class ContextInfo:
     """A context's config, metadata, status, version and counts (``GET /contexts/{id}``).
 
@@ -196,7 +219,8 @@ class ContextInfo:
     summaries), ``last_compaction`` the newest one (``None`` before the first);
     ``summary_failures`` and ``last_summary_error`` tell about the ``summarize``
     policy's failed summaries. ``archived_seq``: every message up to this seq is in
-    the server's archive (PostgreSQL; 0 when the server has none).
+    the server's archive (PostgreSQL; 0 when the server has none). ``status`` is
+    ``purged`` after ``delete(purge=True)``; ``purge`` then says when and by whom.
     """
 
     id: str
@@ -205,7 +229,7 @@ class ContextInfo:
     policy: Policy
     tokenizer: Tokenizer
     metadata: dict[str, Any]
-    status: Literal["active", "tombstoned"]
+    status: Literal["active", "tombstoned", "purged"]
     version: int
     last_seq: int
     used_tokens: int
@@ -218,6 +242,7 @@ class ContextInfo:
     last_compaction: LastCompaction | None
     summary_failures: int
     last_summary_error: str | None
+    purge: PurgeRecord | None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -226,6 +251,8 @@ class ContextInfo:
         values = _pick(cls, body)
         last = body.get("last_compaction")
         values["last_compaction"] = LastCompaction.from_json(last) if last is not None else None
+        purge = body.get("purge")  # servers without erasure send none
+        values["purge"] = PurgeRecord.from_json(purge) if purge is not None else None
         return cls(**values, raw=dict(body))
 
 

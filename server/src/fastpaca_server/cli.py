@@ -11,26 +11,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import uvloop
 from aiohttp import web
 
+from . import logs
+from .access import KeysFileError
 from .api import create_app
-from .api.keys import STORE
-from .config import DEFAULT_MAX_BODY_BYTES, ServerConfig
+from .api.keys import ACCESS, DRAIN, EVENTS, STORE
+from .config import (
+    DEFAULT_MAX_ARCHIVE_BACKLOG,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_INFLIGHT,
+    ServerConfig,
+)
 from .plugins import PolicyPluginError
 from .replication import DataDirectoryError, JournalCorrupted
 from .replication.cluster import ClusterConfig, ClusterConfigError, check
 from .replication.shards import MAX_GROUPS
 
 PROG = "fastpaca-server"
+logger = logging.getLogger("fastpaca_server")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -74,6 +85,15 @@ def _flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected 1/0, true/false, yes/no or on/off, not {text!r}")
 
 
+def _choice(choices: Sequence[str]) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        if text.strip().lower() not in choices:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(choices)}, not {text!r}")
+        return text.strip().lower()
+
+    return convert
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -91,6 +111,23 @@ def build_parser() -> argparse.ArgumentParser:
         None,
         "require 'Authorization: Bearer KEY' on /v1 routes",
         secret=True,
+    )
+    _add(
+        parser,
+        "--keys-file",
+        "KEYS_FILE",
+        None,
+        "JSON file of named API keys (stored as SHA-256) with tenants, scopes and per-tenant "
+        "limits; read again on SIGHUP (docs/deployment.md)",
+    )
+    _add(
+        parser,
+        "--min-free-disk",
+        "MIN_FREE_DISK",
+        str(64 * 1024 * 1024),
+        "writes get 507 insufficient_storage while the data directory's disk has fewer free "
+        "bytes than this (0: never refuse)",
+        int,
     )
     _add(
         parser,
@@ -114,6 +151,57 @@ def build_parser() -> argparse.ArgumentParser:
         "SUBMIT_TIMEOUT",
         "10",
         "seconds to wait for a write to commit before answering 503",
+        float,
+    )
+    _add(
+        parser,
+        "--request-timeout",
+        "REQUEST_TIMEOUT",
+        "30",
+        "seconds a request may take before its response starts, else 503 deadline_exceeded "
+        "(X-Request-Timeout sets it per request; 0: no deadline)",
+        float,
+    )
+    _add(
+        parser,
+        "--max-inflight",
+        "MAX_INFLIGHT",
+        str(DEFAULT_MAX_INFLIGHT),
+        "/v1 requests served at once (live feeds not counted); more get 503 overloaded "
+        "with Retry-After: 1 at once (0: no limit)",
+        int,
+    )
+    _add(
+        parser,
+        "--log-format",
+        "LOG_FORMAT",
+        "json",
+        "json (one object per line on stderr) or text",
+        _choice(logs.FORMATS),
+    )
+    _add(
+        parser,
+        "--log-level",
+        "LOG_LEVEL",
+        "info",
+        "debug (also health checks and /metrics), info, warning, error or critical",
+        _choice(logs.LEVELS),
+    )
+    _add(
+        parser,
+        "--shutdown-grace",
+        "SHUTDOWN_GRACE",
+        "10",
+        "on SIGTERM/SIGINT, seconds requests in flight get to finish before they are cancelled",
+        float,
+    )
+    _add(
+        parser,
+        "--tombstone-retention",
+        "TOMBSTONE_RETENTION",
+        "0",
+        "seconds after which a tombstoned context is purged automatically (its messages, "
+        "window and metadata erased; 0: never)",
         float,
     )
     _add(
@@ -237,6 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
         "with the archive: most messages of one context written in one transaction",
         int,
     )
+    _add(
+        archive,
+        "--max-archive-backlog",
+        "MAX_ARCHIVE_BACKLOG",
+        str(DEFAULT_MAX_ARCHIVE_BACKLOG),
+        "with the archive: past this many messages not yet in Postgres, appends get 503 "
+        "overloaded with Retry-After: 5; reads go on (0: no limit)",
+        int,
+    )
     summaries = parser.add_argument_group(
         "summaries", "the summarize policy (the API key is read from FASTPACA_SUMMARIZER_API_KEY)"
     )
@@ -277,10 +374,18 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.min_free_disk < 0:
+        parser.error("--min-free-disk >= 0")
     if args.max_body_bytes < 1024 or args.log_compaction_entries < 2 or args.submit_timeout <= 0:
         parser.error(
             "--max-body-bytes >= 1024, --log-compaction-entries >= 2, --submit-timeout > 0"
         )
+    if not 0 <= args.request_timeout < float("inf"):
+        parser.error("--request-timeout >= 0 (seconds; 0: no deadline)")
+    if not 0 <= args.shutdown_grace < float("inf"):
+        parser.error("--shutdown-grace >= 0 (seconds)")
+    if not 0 <= args.tombstone_retention < float("inf"):
+        parser.error("--tombstone-retention >= 0 (seconds; 0: never)")
     events = (args.events_max_connections, args.events_queue, args.events_retain)
     if min(events) < 1 or args.events_retain_total < 0:
         parser.error(
@@ -293,6 +398,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         parser.error("the summarizer needs both --summarizer-base-url and --summarizer-model")
     if args.tail_keep < 0 or args.archive_batch < 1:
         parser.error("--tail-keep >= 0, --archive-batch >= 1")
+    if args.max_inflight < 0 or args.max_archive_backlog < 0:
+        parser.error("--max-inflight >= 0, --max-archive-backlog >= 0 (0: no limit)")
     if args.database_url and not args.database_url.startswith(("postgresql://", "postgres://")):
         parser.error("--database-url must be a postgresql:// URL")
     if args.summarizer_timeout <= 0:
@@ -320,9 +427,12 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         port=args.port,
         data_dir=args.data_dir,
         api_key=args.api_key or None,
+        keys_file=args.keys_file or None,
+        min_free_disk=args.min_free_disk,
         max_body_bytes=args.max_body_bytes,
         log_compaction_entries=args.log_compaction_entries,
         submit_timeout=args.submit_timeout,
+        shutdown_grace=args.shutdown_grace,
         repair_journal=args.repair_journal,
         events_max_connections=args.events_max_connections,
         events_heartbeat=args.events_heartbeat,
@@ -336,11 +446,17 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         advertise_url=args.advertise_url or None,
         database_url=args.database_url or None,
         tail_keep=args.tail_keep,
+        tombstone_retention=args.tombstone_retention,
         archive_batch=args.archive_batch,
+        max_archive_backlog=args.max_archive_backlog,
         summarizer_base_url=args.summarizer_base_url or None,
         summarizer_model=args.summarizer_model or None,
         summarizer_api_key=os.environ.get(_variable("SUMMARIZER_API_KEY")) or None,
         summarizer_timeout=args.summarizer_timeout,
+        request_timeout=args.request_timeout,
+        max_inflight=args.max_inflight,
+        log_format=args.log_format,
+        log_level=args.log_level,
     )
 
 
@@ -372,17 +488,90 @@ def _listen_failure(config: ServerConfig, error: OSError) -> str:
     return f"cannot listen on {host}:{config.port}: {reason}"
 
 
+RESPONSE_FLUSH_SECONDS = 0.5
+"""After the drain, how long aiohttp waits for each connection (twice at most): by then
+every request has been answered or cancelled, so this bounds only lingering connections."""
+WORKER_WAIT_SECONDS = 0.5
+"""After the store is closed: how long the exit waits for worker threads still busy."""
+WORKER_PREFIX = "fastpaca-worker"
+
+
+def _on_signal(stop: asyncio.Event, signum: int) -> None:
+    """The first SIGINT/SIGTERM stops the node gracefully; a second one ends it at once."""
+    if not stop.is_set():
+        logger.info("%s: stopping (draining requests in flight)", signal.Signals(signum).name)
+        stop.set()
+        return
+    # Every acknowledged write is already on disk: dying here loses nothing acknowledged.
+    os.write(2, f"{PROG}: a second signal while stopping: exiting at once\n".encode())
+    os._exit(1)
+
+
+async def _workers_done(workers: ThreadPoolExecutor, timeout: float) -> bool:
+    """Shut the worker pool down; whether its threads ended within ``timeout`` seconds.
+
+    A cancelled request does not stop the thread doing its work (a large
+    preview, window read or token count); nothing waits for that result any more.
+    """
+    workers.shutdown(wait=False, cancel_futures=True)
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def join() -> None:
+        workers.shutdown(wait=True)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+            loop.call_soon_threadsafe(settle)
+
+    threading.Thread(target=join, name="join workers", daemon=True).start()
+    try:
+        await asyncio.wait_for(done, timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _exit_leaving_workers() -> None:
+    """Exit now (status 0), without the interpreter's wait for busy worker threads."""
+    busy = sum(1 for thread in threading.enumerate() if thread.name.startswith(WORKER_PREFIX))
+    logger.warning(
+        "%d worker threads are still busy with cancelled requests; exiting without them "
+        "(the store is closed)",
+        busy,
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(0)
+
+
 async def serve(config: ServerConfig) -> int:
-    """Run the server until SIGINT/SIGTERM (status 0) or a start failure (status 1)."""
+    """Run the server until SIGINT/SIGTERM (status 0) or a start failure (status 1).
+
+    On the first SIGINT/SIGTERM the node stops gracefully: it closes its
+    listening socket, drains (:mod:`.api.drain`: requests in flight get
+    ``--shutdown-grace`` seconds, new ones on open connections get 503
+    ``shutting_down``, feeds end with ``shutting_down``), then closes the app:
+    connections, the archive writer and summary jobs, the store (pysyncobj
+    stopped, its Raft connections and the journal closed) and the data
+    directory lock. A second signal meanwhile exits at once with status 1.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, _on_signal, stop, signum)
+    # The pool of run_in_executor(None, ...): our own, so the exit can tell when it is idle.
+    workers = ThreadPoolExecutor(thread_name_prefix=WORKER_PREFIX)
+    loop.set_default_executor(workers)
     try:
         app = create_app(config)
-    except PolicyPluginError as error:
+    except (PolicyPluginError, KeysFileError) as error:
         return _refuse(str(error))
-    runner = web.AppRunner(app, access_log=None)
+    loop.add_signal_handler(signal.SIGHUP, app[ACCESS].reload)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=RESPONSE_FLUSH_SECONDS)
+    drained = False
     try:
         try:
             await runner.setup()  # locks the data directory, starts opening the store
@@ -406,9 +595,15 @@ async def serve(config: ServerConfig) -> int:
             stopping.cancel()
             return _refuse(_start_failure(failure))
         await stopping
+        await site.stop()  # the listening socket first: new connections are refused at once
+        report = await app[DRAIN].drain(config.shutdown_grace, app[EVENTS])
+        logger.info("%s", report.line())
+        drained = True
         return 0
     finally:
         await runner.cleanup()
+        if drained and not await _workers_done(workers, WORKER_WAIT_SECONDS):
+            _exit_leaving_workers()
 
 
 SWITCH_INTERVAL_SECONDS = 0.001
@@ -416,7 +611,7 @@ SWITCH_INTERVAL_SECONDS = 0.001
 
 def main(argv: Sequence[str] | None = None) -> None:
     config = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.setup(config.log_format, config.log_level, node=config.node_id)
     # A thread that wants the GIL waits up to the switch interval for it (5 ms
     # by default). The event loop competes with the Raft thread and with
     # worker threads (token counting, large windows); 1 ms keeps a small

@@ -7,6 +7,11 @@ import attrs
 from .replication.cluster import ClusterConfig
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_INFLIGHT = 64
+"""Chosen from the ``overload`` benchmark (docs/benchmarks.md): appends reach their
+highest rate by 16-32 in flight, and an admitted request waits behind at most this many
+(the append target's own 64 connections)."""
+DEFAULT_MAX_ARCHIVE_BACKLOG = 1_000_000
 
 
 @attrs.frozen
@@ -15,9 +20,15 @@ class ServerConfig:
     port: int = 4000
     data_dir: str = "./data"
     api_key: str | None = None
+    keys_file: str | None = None
+    min_free_disk: int = 64 * 1024 * 1024
+    """Writes get 507 while the data directory's file system has less free (0: never)."""
+    """JSON file of named keys with tenants, scopes and limits (reloaded on SIGHUP)."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_compaction_entries: int = 100_000
     submit_timeout: float = 10.0
+    shutdown_grace: float = 10.0
+    """On SIGTERM/SIGINT: seconds requests in flight get to finish before they are cancelled."""
     repair_journal: bool = False
     events_max_connections: int = 512
     """Open websocket and SSE streams per node; more get 503 ``too_many_connections``."""
@@ -45,12 +56,27 @@ class ServerConfig:
     """With the archive: messages of each context kept in memory (the hot tail)."""
     archive_batch: int = 1000
     """With the archive: most messages of one context written in one transaction."""
+    tombstone_retention: float = 0.0
+    """Seconds after which the leader purges a tombstoned context (0: never)."""
+    max_archive_backlog: int = DEFAULT_MAX_ARCHIVE_BACKLOG
+    """With the archive: past this many messages not yet archived, appends get 503
+    ``overloaded`` (``api/overload.py``); 0: no limit."""
     summarizer_base_url: str | None = None
     """OpenAI-compatible endpoint the ``summarize`` policy calls (``None``: policy refused)."""
     summarizer_model: str | None = None
     summarizer_api_key: str | None = attrs.field(default=None, repr=False)
     summarizer_timeout: float = 30.0
     """Seconds a summary may take; past it the summary fails (the budget fallback holds)."""
+    request_timeout: float = 30.0
+    """Seconds a request may take before its response starts (503 ``deadline_exceeded``);
+    ``X-Request-Timeout`` sets it per request; 0: no deadline."""
+    max_inflight: int = DEFAULT_MAX_INFLIGHT
+    """``/v1`` requests served at once (live feeds not counted); more get 503
+    ``overloaded`` at once (``api/overload.py``); 0: no limit."""
+    log_format: str = "json"
+    """``json`` (one object per line) or ``text``."""
+    log_level: str = "info"
+    """``debug``, ``info``, ``warning``, ``error`` or ``critical``."""
 
     @property
     def http_url(self) -> str:

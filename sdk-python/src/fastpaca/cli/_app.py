@@ -11,7 +11,7 @@ import httpx
 
 from fastpaca import Fastpaca, FastpacaError, __version__
 
-from . import _cluster, _contexts, _tail, _transfer, _window
+from . import _cluster, _contexts, _keys, _tail, _transfer, _window
 from ._console import Output
 from ._errors import EXIT_ERROR, EXIT_INTERRUPTED, CLIError, describe, exit_status
 
@@ -297,6 +297,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="trim a copy of the window to N tokens",
     )
     window.set_defaults(handler=_window.run_window)
+
+    keys = commands.add_parser(
+        "keys",
+        help="API keys for a server's --keys-file",
+        description=(
+            "A server's keys file stores the SHA-256 of each API key, never the key. "
+            "These commands send no request."
+        ),
+    )
+    key_actions = keys.add_subparsers(dest="action", metavar="ACTION", required=True)
+    new_key = key_actions.add_parser("new", help="a new random key and its sha256")
+    new_key.set_defaults(handler=_keys.run_new)
+    hashed = key_actions.add_parser(
+        "hash", help="the sha256 of the key read from stdin (for the keys file)"
+    )
+    hashed.set_defaults(handler=_keys.run_hash)
     return parser
 
 

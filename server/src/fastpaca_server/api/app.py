@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -23,48 +22,22 @@ from ..plugins import load_policies
 from ..replication import DataDirectoryLock
 from ..replication.node import ApplyListener
 from ..summarizer import Summarizer, SummarizerConfig
-from . import streams, ui
-from .errors import Handler, error_middleware, error_response
+from . import requestlog, retention, streams, ui
+from .drain import Drain
+from .errors import Handler, error_middleware
 from .events import EventHub
-from .keys import ARCHIVE, CONFIG, CUSTOM, EVENTS, METRICS, STORE, SUMMARIES
+from .keys import ACCESS, ARCHIVE, CONFIG, CUSTOM, DRAIN, EVENTS, METRICS, STORE, SUMMARIES
 from .metrics import Metrics
+from .overload import admission_control
 from .routes import routes
 from .startup import NotReady, StoreStartup
+from .storage import disk_guard
 from .summaries import SummaryJobs
+from .tenancy import Access, access_middleware
 
 
 def _is_api_path(path: str) -> bool:
     return path.startswith("/v1/") or path == "/v1"
-
-
-def _header_bytes(value: str) -> bytes:
-    """A header value as bytes: bytes that were not UTF-8 (kept by aiohttp as
-    surrogate escapes) come back as sent, and simply do not match a key."""
-    try:
-        return value.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return b""
-
-
-def auth_middleware(api_key: str) -> Middleware:
-    """Every ``/v1`` route needs ``Authorization: Bearer <key>``; health stays open."""
-    expected = api_key.encode()
-
-    @web.middleware
-    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if _is_api_path(request.path):
-            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-            valid = hmac.compare_digest(_header_bytes(token.strip()), expected)
-            if scheme.lower() != "bearer" or not valid:
-                return error_response(
-                    401,
-                    "unauthorized",
-                    "A valid 'Authorization: Bearer <api key>' header is required.",
-                    {"WWW-Authenticate": "Bearer"},
-                )
-        return await handler(request)
-
-    return check
 
 
 CLUSTER_PATH = "/v1/cluster"
@@ -153,19 +126,32 @@ def _archive(config: ServerConfig, startup: StoreStartup, metrics: Metrics) -> A
 
 def create_app(config: ServerConfig) -> web.Application:
     """The app; raises :class:`~..plugins.PolicyPluginError` if a custom policy
-    cannot be loaded."""
+    cannot be loaded, :class:`~..access.KeysFileError` if the keys file is not valid."""
     custom = tuple(load_policies())
     metrics = Metrics()
     startup = StoreStartup(config)
-    middlewares: list[Middleware] = [metrics.middleware(), error_middleware]
-    if config.api_key:
-        middlewares.append(auth_middleware(config.api_key))
+    drain = Drain()  # refuses requests once the node stops (cli.serve runs the drain)
+    middlewares: list[Middleware] = [
+        requestlog.request_log(config),  # outermost: the request id and the log line
+        metrics.middleware(),
+        drain.middleware(),
+        admission_control(config, metrics),  # 503 overloaded past --max-inflight (overload.py)
+        requestlog.deadline(config),
+        error_middleware,
+    ]
+    access = Access.create(config.api_key, config.keys_file, metrics)
+    if access.enabled:
+        middlewares.append(access_middleware(access))
+    if config.min_free_disk:
+        middlewares.append(disk_guard(config.data_dir, config.min_free_disk, metrics))
     middlewares.append(readiness_middleware(startup))
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=middlewares)
     app[CONFIG] = config
     app[METRICS] = metrics
+    app[ACCESS] = access
     app[STORE] = startup
     app[CUSTOM] = custom
+    app[DRAIN] = drain
     app[SUMMARIES] = SummaryJobs(startup, _summarizer(config), metrics)
     app[ARCHIVE] = _archive(config, startup, metrics)
     app[EVENTS] = EventHub(
@@ -177,7 +163,10 @@ def create_app(config: ServerConfig) -> web.Application:
     app.add_routes(routes)
     app.add_routes(streams.routes)
     app.add_routes(ui.routes)
+    app.on_response_prepare.append(drain.on_response_prepare)
+    app.on_response_prepare.append(requestlog.on_response_prepare)
     app.on_shutdown.append(_end_streams)
     app.cleanup_ctx.append(_data_dir_lock)
     app.cleanup_ctx.append(_store_context)
+    app.cleanup_ctx.append(retention.retention_context)
     return app

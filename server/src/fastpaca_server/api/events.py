@@ -42,7 +42,9 @@ from ..core import (
     CompactResult,
     MarkArchived,
     PatchMetadata,
+    Purge,
     PutContext,
+    Redact,
     StateMachine,
     Summarize,
     SummarizeResult,
@@ -101,7 +103,7 @@ class VersionEvents:
         self.retained = False
         """In its context's ring (the hub's bookkeeping)."""
         command = source[0] if source is not None else None
-        self.closes = isinstance(command, Tombstone) or bool(
+        self.closes = isinstance(command, Tombstone | Purge) or bool(
             fixed and fixed[-1]["type"] == "tombstoned"
         )
         self.size = len(command.messages) + 1 if isinstance(command, AppendMessages) else 1
@@ -157,7 +159,7 @@ def _build(
                 "segments": segments or [],
             },
         ]
-    if isinstance(command, Tombstone):
+    if isinstance(command, Tombstone | Purge):
         return [tombstoned_event(version)]
     if isinstance(command, Summarize):
         assert isinstance(result, SummarizeResult)
@@ -170,6 +172,8 @@ def _build(
         ]
     assert isinstance(result, ContextView)
     cause = "metadata" if isinstance(command, PatchMetadata) else "config"
+    if isinstance(command, Redact):
+        cause = "redacted"
     if isinstance(command, PutContext) and version == 1:
         cause = "created"
     return [
@@ -244,6 +248,18 @@ class Subscription:
         self._live.append(entry)
         self.last_version = entry.version
         self._wakeup.set()
+
+    def _drop_queued(self) -> int | None:
+        """Forget every queued version (an erasure); the oldest one dropped, if any.
+        The subscription then takes versions after the one before it again."""
+        queued = [*self._replay, *self._live]
+        self._replay.clear()
+        self._live.clear()
+        if not queued:
+            return None
+        oldest = min(entry.version for entry in queued)
+        self.last_version = min(self.last_version, oldest - 1)
+        return oldest
 
     def end(self, reason: str) -> None:
         """Stop the feed (the stream handler closes the connection with ``reason``)."""
@@ -344,6 +360,8 @@ class EventHub:
         if version != known + 1:
             logger.warning("events of %s jump from version %d to %d", context_id, known, version)
             self._restart(context_id, version - 1)
+        if isinstance(command, Purge | Redact):
+            self._erase(context_id, version)
         entry = VersionEvents(context_id, version, source=(command, result, segments))
         self._versions[context_id] = version
         self._retain(entry)
@@ -359,6 +377,19 @@ class EventHub:
             if subscription.last_version < version:
                 gap = gap_event(subscription.last_version + 1, version + 1)
                 subscription._deliver(VersionEvents(context_id, version, fixed=[gap]))
+
+    def _erase(self, context_id: str, version: int) -> None:
+        """A purge or redact at ``version``: drop every retained and queued event of
+        the context (they may hold the erased content). A subscriber that had
+        versions queued is told of the gap (re-read over REST) before ``version``."""
+        for entry in self._rings.pop(context_id, ()):
+            self._forget(entry)
+        self._order = deque(entry for entry in self._order if entry.context_id != context_id)
+        for subscription in list(self._subscribers.get(context_id, ())):
+            dropped = subscription._drop_queued()
+            if dropped is not None and dropped < version:
+                gap = gap_event(dropped, version)
+                subscription._deliver(VersionEvents(context_id, version - 1, fixed=[gap]))
 
     def _retain(self, entry: VersionEvents) -> None:
         ring = self._rings.get(entry.context_id)

@@ -38,6 +38,11 @@ class Metrics:
     archive_backlog: Gauge = attrs.field(init=False)
     archive_lag: Gauge = attrs.field(init=False)
     archive_connected: Gauge = attrs.field(init=False)
+    disk_full_refusals: Counter = attrs.field(init=False)
+    tenant_requests: Counter = attrs.field(init=False)
+    tenant_limited: Counter = attrs.field(init=False)
+    inflight_requests: Gauge = attrs.field(init=False)
+    shed_requests: Counter = attrs.field(init=False)
     archive: Callable[[], ArchiveStatus] | None = None
     """Measures the archive writer's status, read into the gauges at each scrape."""
 
@@ -55,6 +60,36 @@ class Metrics:
             ["method", "route"],
             registry=registry,
         )
+        self.disk_full_refusals = Counter(
+            "fastpaca_disk_full_refusals",
+            "Writes refused with 507 because the data directory's disk is (nearly) full.",
+            registry=registry,
+        )
+        self.tenant_requests = Counter(
+            "fastpaca_tenant_requests",
+            "Requests with a valid key, by the key's tenant ('' for keys without one).",
+            ["tenant"],
+            registry=registry,
+        )
+        self.tenant_limited = Counter(
+            "fastpaca_tenant_limited",
+            "Requests refused with 429 by a tenant's limit, by tenant and limit.",
+            ["tenant", "limit"],
+            registry=registry,
+        )
+        self.inflight_requests = Gauge(
+            "fastpaca_inflight_requests",
+            "/v1 requests being served now (live feeds not counted; see --max-inflight).",
+            registry=registry,
+        )
+        self.shed_requests = Counter(
+            "fastpaca_shed_requests",
+            "Requests refused with 503 overloaded, by reason (inflight, archive_backlog).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("inflight", "archive_backlog"):
+            self.shed_requests.labels(reason)
         self.appended_messages = Counter(
             "fastpaca_appended_messages", "Messages appended to logs.", registry=registry
         )

@@ -65,6 +65,11 @@ def context(item: ContextView) -> JSONObject:
         ),
         "summary_failures": item.summary_failures,
         "last_summary_error": item.last_summary_error,
+        "purge": (
+            None
+            if item.purge is None
+            else {"purged_at": timestamp(item.purge[0]), "purged_by": item.purge[1]}
+        ),
     }
 
 

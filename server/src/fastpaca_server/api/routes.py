@@ -16,15 +16,20 @@ from aiohttp import web
 from multidict import MultiDict, MultiMapping
 
 from .. import tokens
+from ..access import ApiKey
 from ..archive.store import ArchiveStore, ArchiveUnavailable
 from ..core import (
     AppendMessages,
     Compact,
+    Conflict,
     DomainError,
     InvalidInput,
     MessageInput,
+    NotFound,
     PatchMetadata,
+    Purge,
     PutContext,
+    Redact,
     Tombstone,
     formats,
     listing,
@@ -33,6 +38,7 @@ from ..core import window as windows
 from ..core.models import (
     DEFAULT_PLACEHOLDER,
     MAX_TOKEN_BUDGET,
+    REDACTED_PART,
     AppendedMessage,
     AppendResult,
     CompactResult,
@@ -40,14 +46,17 @@ from ..core.models import (
     JSONObject,
     KeptMessage,
     Policy,
+    canonical_json,
     content_digest,
+    raw_seq,
+    redacted_raw,
 )
 from ..core.preview import preview
 from ..core.state import ContextView, check_version, window_within
 from ..replication import ReplicatedStore
 from ..tokens import count_parts
-from . import render, validation
-from .keys import ARCHIVE, CONFIG, CUSTOM, METRICS, STORE
+from . import render, tenancy, validation
+from .keys import ACCESS, ARCHIVE, CONFIG, CUSTOM, METRICS, STORE
 from .startup import NotReady
 
 routes = web.RouteTableDef()
@@ -173,6 +182,9 @@ def _stamp_frames(config: ContextConfig) -> ContextConfig:
 async def list_contexts(request: web.Request) -> web.Response:
     """A page of contexts, filtered, in id order or newest activity first."""
     query = validation.list_query(request.query)
+    key = tenancy.request_key(request)
+    if key is not None and key.tenant is not None:  # a tenant's key lists its namespace only
+        query = listing.within(query, f"{key.tenant}:")
     stores = request.app[STORE].get().stores
     await asyncio.gather(*(store.sync() for store in stores))
 
@@ -220,10 +232,32 @@ async def put_context(request: web.Request) -> web.Response:
     if windows.tracks_outputs(config):
         config = await _counted(request, config.tokenizer, lambda: _stamp_frames(config))
     command = PutContext(context_id, _now_ms(), config, metadata)
-    view = await _store(request, context_id).submit(command)
+    key = tenancy.request_key(request)
+    if key is not None and key.tenant is not None:
+        view = await _put_within_quota(request, key, command)
+    else:
+        view = await _store(request, context_id).submit(command)
     if view.compaction is not None:
         request.app[METRICS].compactions.labels("config", config.policy.strategy).inc()
     return web.json_response(render.context(view))
+
+
+async def _put_within_quota(request: web.Request, key: ApiKey, command: PutContext) -> ContextView:
+    """A tenant's PUT: creating a context counts against its ``max_contexts`` (checked
+    and created one at a time per tenant on this node)."""
+    access = request.app[ACCESS]
+    store = await _synced(request, command.context_id)
+    with store.read() as machine:
+        exists = command.context_id in machine.contexts
+    if exists or access.limits(key).max_contexts is None:
+        view: ContextView = await store.submit(command)
+        return view
+    async with access.creation_lock(key.tenant or ""):
+        stores = request.app[STORE].get().stores
+        await asyncio.gather(*(s.sync() for s in stores))
+        tenancy.check_new_context(access, key, stores)
+        view = await store.submit(command)
+        return view
 
 
 @routes.get("/v1/contexts/{context_id}")
@@ -283,10 +317,83 @@ async def preview_window(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/contexts/{context_id}")
 async def delete_context(request: web.Request) -> web.Response:
+    """Tombstone the context; with ``purge=true`` (the ``admin`` scope) also erase it."""
     context_id = _context_id(request)
-    validation.query(request.query, {}, {})
-    view = await _store(request, context_id).submit(Tombstone(context_id, _now_ms()))
+    if _purge_flag(request.query):
+        key = tenancy.request_key(request)
+        command: Tombstone | Purge = Purge(context_id, _now_ms(), key.name if key else None)
+    else:
+        command = Tombstone(context_id, _now_ms())
+    view = await _store(request, context_id).submit(command)
     return web.json_response(render.context(view))
+
+
+def _purge_flag(query: MultiMapping[str]) -> bool:
+    """``purge`` of ``DELETE /v1/contexts/{id}``: ``true`` or ``false`` (default), once."""
+    values = query.getall("purge", [])
+    validation.query(MultiDict((k, v) for k, v in query.items() if k != "purge"), {}, {})
+    if len(values) > 1:
+        raise InvalidInput("'purge' is given more than once.")
+    if not values or values[0] == "false":
+        return False
+    if values[0] == "true":
+        return True
+    raise InvalidInput("'purge' must be true or false.")
+
+
+@routes.post("/v1/contexts/{context_id}/messages/{seq}/redact")
+async def redact_message(request: web.Request) -> web.Response:
+    """Replace one message's parts by the redaction marker (an erasure: ``admin``)."""
+    context_id = _context_id(request)
+    seq = _seq(request.match_info["seq"])
+    validation.query(request.query, {}, {})
+    store = await _synced(request, context_id)
+    with store.read() as machine:
+        context = machine.get(context_id)
+        status, last_seq, tokenizer = context.status, context.last_seq, context.config.tokenizer
+        archived = seq <= context.log_offset and seq not in context.redactions
+    if status == "purged":
+        raise Conflict(
+            f"Context '{context_id}' is purged: its messages are already erased.",
+            "context_purged",
+        )
+    if not 1 <= seq <= last_seq:
+        raise NotFound(
+            f"Context '{context_id}' has no message {seq} (its log holds seqs 1-{last_seq})."
+        )
+    archived_tokens = None
+    if archived:  # no longer in memory: its token count is the archive's
+        rows = await (await _archived(request)).read_range(context_id, seq - 1, seq + 1, 1)
+        archived_tokens = int(json.loads(rows[0])["token_count"]) if rows else None
+    tokens, per_part = await _counted(
+        request, tokenizer, lambda: count_parts([dict(REDACTED_PART)], tokenizer)
+    )
+    command = Redact(context_id, _now_ms(), seq, tokens, per_part, archived_tokens)
+    view = await store.submit(command)
+    return web.json_response(render.context(view))
+
+
+def _seq(value: str) -> int:
+    digits = value.isascii() and value.isdigit() and len(value) <= 13
+    if not digits or not 1 <= int(value) <= validation.MAX_OFFSET:
+        raise InvalidInput(f"The seq in the path must be an integer 1-{validation.MAX_OFFSET}.")
+    return int(value)
+
+
+def _with_redactions(raws: list[bytes], redacted: frozenset[int], tokenizer: str) -> list[bytes]:
+    """Archived messages with the redactions applied that the archive writer may not
+    have written yet (a redact answers before Postgres has the new row)."""
+    if not redacted:
+        return raws
+    marker: int | None = None
+    shown = []
+    for raw in raws:
+        if raw_seq(raw) in redacted:
+            if marker is None:
+                marker = count_parts([dict(REDACTED_PART)], tokenizer)[0]
+            raw = redacted_raw(raw, marker)
+        shown.append(raw)
+    return shown
 
 
 @routes.patch("/v1/contexts/{context_id}/metadata")
@@ -308,9 +415,14 @@ async def append_messages(request: web.Request) -> web.Response:
     raw, key, if_version = validation.append_body(body)
     normalised = {"messages": raw, "if_version": if_version}
     tokenizer, fingerprint = await _admit(request, context_id, key, normalised, if_version)
+    caller = tenancy.request_key(request)
+    access = request.app[ACCESS]
+    tenancy.check_message_sizes(access, caller, [len(canonical_json(m)) for m in raw])
     messages = await _counted(
         request, tokenizer, lambda: [_message_input(m, tokenizer) for m in raw]
     )
+    stores = request.app[STORE].get().stores
+    tenancy.check_tokens(access, caller, stores, sum(m.token_count for m in messages))
     command = AppendMessages(
         context_id=context_id,
         at=_now_ms(),
@@ -367,11 +479,14 @@ async def export(request: web.Request) -> web.StreamResponse:
         context = machine.get(context_id)
         last_seq, offset = context.last_seq, context.log_offset
         hot = list(context.log)
+        purged = context.status == "purged"
+        redacted = frozenset(context.redactions)
+        tokenizer = context.config.tokenizer
     chunks: AsyncIterator[list[bytes]] | None = None
     first: list[bytes] = []
-    if offset:  # the first archive read before the headers: an outage is still a clean 503
+    if offset and not purged:  # the first archive read before the headers: an outage is 503
         chunks = (await _archived(request)).iter_range(context_id, 0, offset)
-        first = await anext(chunks, [])
+        first = _with_redactions(await anext(chunks, []), redacted, tokenizer)
     response = web.StreamResponse(
         headers={
             "Content-Type": "application/x-ndjson; charset=utf-8",
@@ -385,6 +500,7 @@ async def export(request: web.Request) -> web.StreamResponse:
             await response.write(b"".join(raw + b"\n" for raw in first))
         if chunks is not None:
             async for chunk in chunks:
+                chunk = _with_redactions(chunk, redacted, tokenizer)
                 await response.write(b"".join(raw + b"\n" for raw in chunk))
     except ArchiveUnavailable:
         # The headers are sent: a status cannot change now. Cut the connection, so the
@@ -405,7 +521,8 @@ def _replay_header(replayed: bool) -> dict[str, str]:
 async def _archived(request: web.Request) -> ArchiveStore:
     """The archive, for reads of messages older than the hot tail (503 if unreachable)."""
     writer = request.app[ARCHIVE]
-    store = None if writer is None else await writer.open()
+    # Shielded: a request cancelled (its deadline) must not leave a pool opened half-way.
+    store = None if writer is None else await asyncio.shield(writer.open())
     if store is None:
         reason = writer.status.last_error if writer is not None else None
         raise ArchiveUnavailable(reason or "no archive is configured")
@@ -424,12 +541,16 @@ async def tail(request: web.Request) -> web.Response:
         context = machine.get(context_id)
         items = context.tail(params["offset"], params["limit"])
         last_seq, offset = context.last_seq, context.log_offset
+        redacted, tokenizer = frozenset(context.redactions), context.config.tokenizer
+        if context.status == "purged":  # erased: no messages, here or in the archive
+            offset = 0
     end = max(last_seq - params["offset"], 0)
     start = max(end - params["limit"], 0)
     archived: list[bytes] = []
     if start < offset:  # older than the hot tail: read through from the archive
         until = min(end, offset)
         archived = await (await _archived(request)).read_last(context_id, until + 1, until - start)
+        archived = _with_redactions(archived, redacted, tokenizer)
     has_more = start > 0 and bool(items or archived)
     body = render.page(items, archived, last_seq=last_seq, has_more=has_more)
     return web.Response(body=body, content_type="application/json", charset="utf-8")
@@ -452,12 +573,16 @@ async def list_messages(request: web.Request) -> web.Response:
         context = machine.get(context_id)
         items = context.messages_between(after, params.get("before_seq"), limit)
         last_seq, offset = context.last_seq, context.log_offset
+        redacted, tokenizer = frozenset(context.redactions), context.config.tokenizer
+        if context.status == "purged":  # erased: no messages, here or in the archive
+            offset = 0
     end = min(last_seq, params.get("before_seq", last_seq + 1) - 1)
     archived: list[bytes] = []
     if after < offset and after < end:  # older than the hot tail: read through
         archived = await (await _archived(request)).read_range(
             context_id, after, min(end, offset) + 1, limit
         )
+        archived = _with_redactions(archived, redacted, tokenizer)
         complete = len(archived) == min(end, offset) - after  # the archived part is whole
         items = items[: limit - len(archived)] if complete else []
     shown = len(archived) + len(items)
@@ -534,6 +659,8 @@ async def compact(request: web.Request) -> web.Response:
     context_id = _context_id(request)
     body = await _body(request)
     raw, key, if_version = validation.compact_body(body)
+    sizes = [len(canonical_json(m)) for m in raw if "seq" not in m]
+    tenancy.check_message_sizes(request.app[ACCESS], tenancy.request_key(request), sizes)
     normalised = {"replacement": raw, "if_version": if_version}
     tokenizer, fingerprint = await _admit(request, context_id, key, normalised, if_version)
     replacement = await _counted(

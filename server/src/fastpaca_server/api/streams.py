@@ -12,7 +12,7 @@ versions to the client with heartbeats until the feed ends:
 - ``idle`` (websocket): nothing from the client for ``--events-idle-timeout``;
   close 1008.
 - ``shutting_down``: the server stops; websocket close 1001, SSE a final
-  ``event: error``.
+  ``event: error`` with ``retry:`` (reconnect after a second, elsewhere or here).
 
 Closing never waits on a client for more than :data:`CLOSE_GRACE` seconds;
 after that the connection is aborted.
@@ -47,6 +47,8 @@ MAX_CLIENT_MESSAGE = 4096
 
 PING = json.dumps({"type": "ping"}, separators=(",", ":"))
 SSE_HEARTBEAT = b": ping\n\n"
+SSE_RECONNECT_MS = 1000
+"""The ``retry:`` of the event that ends a feed on shutdown (``Retry-After: 1`` of 503s)."""
 
 _CLOSE_CODES = {
     "tombstoned": 1000,
@@ -109,7 +111,7 @@ def _tombstoned_at(store: ReplicatedStore, context_id: str) -> int | None:
     """The context's version if it is tombstoned; NotFound (404) if there is no such context."""
     with store.read() as machine:
         context = machine.get(context_id)
-        return context.version if context.status == "tombstoned" else None
+        return context.version if context.status != "active" else None  # purged too
 
 
 def _too_many_connections(hub: EventHub) -> web.Response:
@@ -387,7 +389,9 @@ async def events(request: web.Request) -> web.StreamResponse:
             return
         final = b""
         if reason in ("slow_consumer", "shutting_down"):
-            final = f"event: error\ndata: {_error_event(reason, feed.written, config)}\n\n".encode()
+            retry = f"retry: {SSE_RECONNECT_MS}\n" if reason == "shutting_down" else ""
+            data = _error_event(reason, feed.written, config)
+            final = f"{retry}event: error\ndata: {data}\n\n".encode()
         await _close_within_grace(request, _finish(response, final))
 
     await _subscribed(request, "sse", context_id, cursor, serve)

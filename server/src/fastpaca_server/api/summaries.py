@@ -29,7 +29,16 @@ import time
 import uuid
 from typing import Any
 
-from ..core import AppendResult, Command, MessageInput, StateMachine, Summarize, SummarizeResult
+from ..core import (
+    AppendResult,
+    Command,
+    Context,
+    Message,
+    MessageInput,
+    StateMachine,
+    Summarize,
+    SummarizeResult,
+)
 from ..core import window as windows
 from ..core.errors import DomainError
 from ..core.state import ContextView
@@ -130,7 +139,9 @@ class SummaryJobs:
             config = context.config
             if config.policy.strategy != "summarize" or not context.needs_compaction:
                 return False
-            plan = windows.plan_summary(context.window, config)
+            window = context.window
+            rebuild_from = _covered(context, window) if context.summary_rebuild else None
+            plan = windows.plan_summary(window, config, rebuild_from)
             base = context.compactions
         if plan is None:
             return False
@@ -185,6 +196,19 @@ class SummaryJobs:
             error,
         )
         await store.submit(Summarize(context_id, _now_ms(), base, to_seq, error=error))
+
+
+def _covered(context: Context, window: list[Message]) -> list[Message]:
+    """The log messages the window's summaries cover, as the log holds them now (a
+    redacted one as its marker): what a summary is rebuilt from after a redact.
+    Messages no longer in the hot tail (archived) are left out."""
+    covered: list[Message] = []
+    for message in window:
+        if windows.is_summary(message):
+            summary = (message.metadata or {})["summary"]
+            first, last = int(summary["from_seq"]), int(summary["to_seq"])
+            covered += context.messages_between(first - 1, last + 1, last - first + 1)
+    return covered
 
 
 def _now_ms() -> int:

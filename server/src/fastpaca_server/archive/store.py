@@ -36,6 +36,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import asyncpg
 import attrs
 
+from ..core.models import REDACTED_PART, redacted_raw
+
 SCHEMA_VERSION = 1
 """The newest schema version :meth:`ArchiveStore.migrate` knows."""
 
@@ -117,6 +119,17 @@ ON CONFLICT (context_id) DO UPDATE SET
     updated_at = EXCLUDED.updated_at
 WHERE contexts.version <= EXCLUDED.version
 """
+
+_DELETE_MESSAGES = "DELETE FROM messages WHERE context_id = $1"
+_LOCK_REDACTED = """
+SELECT seq, raw FROM messages WHERE context_id = $1 AND seq = ANY($2::bigint[])
+ORDER BY seq FOR UPDATE
+"""
+_UPDATE_REDACTED = """
+UPDATE messages SET parts = $3::jsonb, raw = $4, token_count = $5, part_tokens = $6::integer[]
+WHERE context_id = $1 AND seq = $2
+"""
+_REDACTED_PARTS = json.dumps([REDACTED_PART], separators=(",", ":"))
 
 _READ_AFTER = """
 SELECT raw FROM messages WHERE context_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
@@ -494,6 +507,45 @@ class ArchiveStore:
                 if context_columns is not None:
                     await connection.execute(_UPSERT_CONTEXTS, *context_columns)
             return inserted
+
+        return await self._run(run)
+
+    async def purge(self, context_id: str) -> int:
+        """Delete every message row of ``context_id`` (a purge; idempotent).
+        Returns how many rows went."""
+
+        async def run(connection: _Connection) -> int:
+            status = await connection.execute(_DELETE_MESSAGES, context_id)
+            return int(status.rsplit(" ", 1)[-1])
+
+        return await self._run(run)
+
+    async def redact(
+        self, context_id: str, seqs: Sequence[int], token_count: int, part_tokens: Sequence[int]
+    ) -> int:
+        """Replace the parts of the rows at ``seqs`` by the redaction marker (``parts``,
+        ``raw``, ``token_count``, ``part_tokens``), in one transaction; rows already
+        redacted, or not archived yet, are left. Returns how many rows changed."""
+
+        async def run(connection: _Connection) -> int:
+            changed = 0
+            async with connection.transaction():
+                rows = await connection.fetch(_LOCK_REDACTED, context_id, list(seqs))
+                for seq, raw in rows:
+                    new = redacted_raw(raw.encode(), token_count).decode()
+                    if new == raw:
+                        continue
+                    await connection.execute(
+                        _UPDATE_REDACTED,
+                        context_id,
+                        seq,
+                        _REDACTED_PARTS,
+                        new,
+                        token_count,
+                        [int(count) for count in part_tokens],
+                    )
+                    changed += 1
+            return changed
 
         return await self._run(run)
 

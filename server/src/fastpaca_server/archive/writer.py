@@ -41,10 +41,11 @@ from ..core import (
     StateMachine,
 )
 from ..core.errors import DomainError
-from ..core.models import converter
+from ..core.models import REDACTED_PART, converter
 from ..replication import ReplicatedStore
 from ..replication.bridge import ThreadToLoopQueue
 from ..replication.shards import Shards
+from ..tokens import count_parts
 from .store import ArchivedContext, ArchivedMessage, ArchiveStore, ArchiveUnavailable
 
 logger = logging.getLogger(__name__)
@@ -120,6 +121,9 @@ class ArchiveWriter:
         self._leading: set[int] = set()
         self._catch_up: set[str] = set()
         """Contexts whose next batch is logged (after a failure or a change of leader)."""
+        self._erased: set[tuple[str, int]] = set()
+        """Erasures written while this node leads: ``(context, 0)`` a purge's delete,
+        ``(context, seq)`` a redacted row (a new leader writes them all again)."""
 
     def listener(self, loop: asyncio.AbstractEventLoop) -> ArchiveListener:
         return ArchiveListener(self, loop)
@@ -194,9 +198,11 @@ class ArchiveWriter:
             if batch is None:
                 self._clean(context_id, mark)
                 continue
-            messages, row, up_to, more = batch
+            messages, row, up_to, more, release = batch
             try:
                 written = await store.write(messages, [row])
+                # After the write: a redact applied while the batch was read is rewritten.
+                await self._erase(store, group, context_id)
             except ArchiveUnavailable as error:
                 self._failed(error)
                 return
@@ -210,11 +216,33 @@ class ArchiveWriter:
                 len(messages),
                 up_to,
             )
-            if messages:
+            if messages or release:
                 with contextlib.suppress(DomainError):
                     await group.submit(MarkArchived(context_id, up_to, self.tail_keep))
             if not more:
                 self._clean(context_id, mark)
+
+    async def _erase(self, store: ArchiveStore, group: ReplicatedStore, context_id: str) -> None:
+        """Delete a purged context's rows, rewrite redacted ones (idempotent; a failure
+        leaves the context dirty, so it is retried with the write-behind)."""
+        with group.read() as machine:
+            context = machine.contexts.get(context_id)
+            if context is None:
+                return
+            purged = context.status == "purged"
+            pending = [seq for seq in context.redactions if (context_id, seq) not in self._erased]
+            tokenizer = context.config.tokenizer
+        if purged:
+            if (context_id, 0) not in self._erased:
+                deleted = await store.purge(context_id)
+                self._erased.add((context_id, 0))
+                logger.info("archive: %s purged: %d rows deleted", context_id, deleted)
+            return
+        if pending:
+            tokens, per_part = count_parts([dict(REDACTED_PART)], tokenizer)
+            changed = await store.redact(context_id, pending, tokens, per_part)
+            self._erased.update((context_id, seq) for seq in pending)
+            logger.info("archive: %s: %d rows redacted", context_id, changed)
 
     def refresh(self) -> ArchiveStatus:
         """Measure the backlog and lag now (``/metrics`` calls this at each scrape)."""
@@ -233,6 +261,13 @@ class ArchiveWriter:
             if leading and index not in self._leading:
                 with group.read() as machine:
                     stale = [c.id for c in machine.contexts.values() if _behind(c)]
+                    erasing = [
+                        c.id
+                        for c in machine.contexts.values()
+                        if c.status == "purged" or c.redactions or _releasable(c)
+                    ]
+                self._erased.clear()  # the former leader may not have written them
+                self.mark_dirty(erasing)
                 self.mark_dirty(stale)
                 self._catch_up.update(stale)
                 logger.info("archive: leading group %d, %d contexts to catch up", index, len(stale))
@@ -261,9 +296,11 @@ class ArchiveWriter:
 
     def _batch(
         self, group: ReplicatedStore, context_id: str
-    ) -> tuple[list[ArchivedMessage], ArchivedContext, int, bool] | None:
+    ) -> tuple[list[ArchivedMessage], ArchivedContext, int, bool, bool] | None:
         """The next rows of ``context_id``: up to ``batch`` messages after the watermark,
-        the context's row, the last seq included, and whether more remain."""
+        the context's row, the last seq included, whether more remain, and whether a
+        tombstone can drop its history from memory once these rows are written (a
+        purged context's row keeps only its id, status, counters and times)."""
         with group.read() as machine:
             context = machine.contexts.get(context_id)
             if context is None:
@@ -284,10 +321,11 @@ class ArchiveWriter:
                         created_at=message.created_at,
                     )
                 )
+            purged = context.status == "purged"
             row = ArchivedContext(
                 context_id=context_id,
-                config=converter.unstructure(context.config),
-                metadata=context.metadata,
+                config={} if purged else converter.unstructure(context.config),
+                metadata={} if purged else context.metadata,
                 status=context.status,
                 version=context.version,
                 last_seq=context.last_seq,
@@ -296,8 +334,9 @@ class ArchiveWriter:
                 updated_at=context.updated_at,
             )
             more = end < context.last_seq
+            release = _releasable(context) and not more
         up_to = messages[-1].seq if messages else context.archived_seq
-        return messages, row, up_to, more
+        return messages, row, up_to, more, release
 
     def _failed(self, error: ArchiveUnavailable) -> None:
         self._failures_in_a_row += 1
@@ -327,3 +366,8 @@ class ArchiveWriter:
 
 def _behind(context: Context) -> bool:
     return context.last_seq > context.archived_seq
+
+
+def _releasable(context: Context) -> bool:
+    """A tombstone still holding messages in memory (all of which can be archived)."""
+    return context.status == "tombstoned" and context.holds_history

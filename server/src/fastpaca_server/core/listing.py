@@ -26,12 +26,12 @@ from .models import JSONObject
 from .state import Context
 
 Order = Literal["id", "recent"]
-Status = Literal["active", "tombstoned", "all"]
+Status = Literal["active", "tombstoned", "purged", "all"]
 Key = tuple[int, str]
 """The order's key: ``(0, id)`` for ``id``, ``(-updated_at, id)`` for ``recent``."""
 
 ORDERS: tuple[Order, ...] = ("id", "recent")
-STATUSES: tuple[Status, ...] = ("active", "tombstoned", "all")
+STATUSES: tuple[Status, ...] = ("active", "tombstoned", "purged", "all")
 
 
 @attrs.frozen
@@ -46,6 +46,8 @@ class ListQuery:
     metadata: tuple[tuple[str, str], ...] = ()
     """Top-level metadata keys and the values they must have (see :func:`metadata_matches`)."""
     status: Status = "active"
+    namespace: str = ""
+    """Ids must start with this as well (set by the server for a tenant's key)."""
 
 
 class Listed(Protocol):
@@ -59,6 +61,11 @@ class Listed(Protocol):
 
 
 _L = TypeVar("_L", bound=Listed)
+
+
+def within(query: ListQuery, namespace: str) -> ListQuery:
+    """``query`` limited to ids that start with ``namespace`` too (a tenant's key)."""
+    return attrs.evolve(query, namespace=namespace)
 
 
 def key(context: Listed, order: Order) -> Key:
@@ -82,7 +89,7 @@ def _searched(context: Context, needle: str) -> bool:
 def matches(context: Context, query: ListQuery) -> bool:
     if query.status != "all" and context.status != query.status:
         return False
-    if not context.id.startswith(query.prefix):
+    if not context.id.startswith(query.prefix) or not context.id.startswith(query.namespace):
         return False
     if query.search and not _searched(context, query.search.lower()):
         return False

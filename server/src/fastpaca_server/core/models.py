@@ -78,7 +78,24 @@ PIN_FLAG = 2
 IDEMPOTENCY_KEYS_PER_CONTEXT = 10_000
 MAX_METADATA_BYTES = 64 * 1024
 
-ContextStatus = Literal["active", "tombstoned"]
+ContextStatus = Literal["active", "tombstoned", "purged"]
+"""``purged``: tombstoned and erased (``DELETE …?purge=true``); the id is never reused."""
+REDACTED_PART: JSONObject = {"type": "redacted"}
+"""What a redacted message's parts become (``POST …/messages/{seq}/redact``)."""
+
+
+def redacted_raw(raw: bytes, token_count: int) -> bytes:
+    """A rendered message (``Message.raw``, an archive row's ``raw``) with its parts
+    replaced by the redaction marker: the bytes :meth:`Message.redacted` renders."""
+    data = json.loads(raw)
+    data["parts"] = [dict(REDACTED_PART)]
+    data["token_count"] = token_count
+    return ordered_json(data)
+
+
+def raw_seq(raw: bytes) -> int:
+    """The seq of a rendered message (its JSON starts with ``{"seq":N,``)."""
+    return int(raw[7 : raw.index(b",")])
 
 
 @functools.lru_cache(maxsize=256)
@@ -284,6 +301,26 @@ class Message:
             created_at=self.created_at,
         )
 
+    @property
+    def is_redacted(self) -> bool:
+        """Whether this message's parts are the redaction marker."""
+        return b'"parts":[{"type":"redacted"}]' in self.raw and self.parts == [REDACTED_PART]
+
+    def redacted(self, token_count: int, part_tokens: list[int]) -> Message:
+        """This message with its parts replaced by the redaction marker (same seq, id,
+        role, metadata and time; ``token_count`` and ``part_tokens`` the marker's)."""
+        data = self._data()
+        return Message(
+            seq=self.seq,
+            id=data["id"],
+            role=self.role,
+            parts=[dict(REDACTED_PART)],
+            metadata=data["metadata"],
+            token_count=token_count,
+            part_tokens=part_tokens,
+            created_at=self.created_at,
+        )
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Message):
             return NotImplemented
@@ -413,6 +450,37 @@ class Tombstone:
 
 
 @attrs.frozen
+class Purge:
+    """Tombstone a context and erase it: every message, the window, the metadata and
+    the compaction records go; the id, the counters, the config and a purge record
+    (``at``, ``by``: the API key's name, ``retention``, or ``None``) stay."""
+
+    context_id: str
+    at: int
+    by: str | None = None
+    kind: Literal["purge"] = "purge"
+
+
+@attrs.frozen
+class Redact:
+    """Replace the parts of message ``seq`` by the redaction marker.
+
+    ``token_count`` and ``part_tokens`` are the marker's counts with the context's
+    tokenizer (stamped by the API). ``archived_tokens`` is the message's token
+    count read from the archive when it is no longer in the hot tail (the core
+    cannot read it), so the tokens stored stay exact.
+    """
+
+    context_id: str
+    at: int
+    seq: int
+    token_count: int
+    part_tokens: list[int]
+    archived_tokens: int | None = None
+    kind: Literal["redact"] = "redact"
+
+
+@attrs.frozen
 class Summarize:
     """The outcome of a leader's summary job: a new summary, or why there is none.
 
@@ -450,7 +518,15 @@ class MarkArchived:
 
 
 Command = (
-    PutContext | AppendMessages | Compact | PatchMetadata | Tombstone | Summarize | MarkArchived
+    PutContext
+    | AppendMessages
+    | Compact
+    | PatchMetadata
+    | Tombstone
+    | Summarize
+    | MarkArchived
+    | Purge
+    | Redact
 )
 
 
@@ -580,6 +656,8 @@ def command_from_json(data: JSONObject) -> Command:
         "tombstone": Tombstone,
         "summarize": Summarize,
         "mark_archived": MarkArchived,
+        "purge": Purge,
+        "redact": Redact,
     }
     command_type = kinds[data["kind"]]
     return converter.structure(data, command_type)

@@ -36,8 +36,10 @@ from .models import (
     Message,
     MessageInput,
     PatchMetadata,
+    Purge,
     PutContext,
     PutMember,
+    Redact,
     Summarize,
     SummarizeResult,
     Tombstone,
@@ -60,6 +62,22 @@ def custom_policy(name: str) -> windows.CustomPolicy | None:
 def live_window(config: ContextConfig, messages: Sequence[Message] = ()) -> LiveWindow:
     """A live window of ``messages`` indexed for ``config`` (its pins and steps)."""
     return LiveWindow.of(messages, windows.pin_mask(config), windows.tracks_outputs(config))
+
+
+def namespace_of(context_id: str) -> str:
+    """A context's namespace (a tenant's, with API keys): the id's part before its
+    first ``:``, or ``""`` for an id without one."""
+    head, colon, _ = context_id.partition(":")
+    return head if colon else ""
+
+
+@attrs.define
+class Usage:
+    """What the contexts of one namespace hold: contexts (tombstoned ones too) and
+    the tokens of their logs."""
+
+    contexts: int = 0
+    tokens: int = 0
 
 
 @attrs.define
@@ -105,6 +123,17 @@ class Context:
     summaries: int = 0
     summary_failures: int = 0
     last_summary_error: str | None = None
+    log_tokens: int = 0
+    """Tokens of every message of the log (the archived ones too): what it stores."""
+    tombstoned_at: int | None = None
+    """When the context was tombstoned (ms; ``--tombstone-retention`` counts from it)."""
+    purge: tuple[int, str | None] | None = None
+    """``(purged_at, purged_by)`` of a purged context."""
+    redactions: list[int] = attrs.field(factory=list)
+    """Seqs redacted so far, ascending (the archive writer rewrites their rows)."""
+    summary_rebuild: bool = False
+    """A redacted message is covered by the window's summary: the next summary job
+    rebuilds it from the log instead of folding the old summary in."""
 
     @property
     def last_seq(self) -> int:
@@ -139,7 +168,13 @@ class Context:
             last_compaction=self.last_compaction,
             summary_failures=self.summary_failures,
             last_summary_error=self.last_summary_error,
+            purge=self.purge,
         )
+
+    @property
+    def holds_history(self) -> bool:
+        """Whether messages of the context are in memory (the hot tail or the window)."""
+        return bool(self.log) or len(self.live) > 0
 
     def all_records(self) -> list[bytes]:
         """Every kept compaction record as JSON, oldest first."""
@@ -204,6 +239,7 @@ class ContextView:
     last_compaction: tuple[int, str] | None = None
     summary_failures: int = 0
     last_summary_error: str | None = None
+    purge: tuple[int, str | None] | None = None
     compaction: JSONObject | None = attrs.field(default=None, eq=False)
     """The record of a compaction this command set off (for events)."""
 
@@ -245,6 +281,18 @@ class StateMachine:
         self.contexts: dict[str, Context] = {}
         self.members: dict[str, PutMember] = {}
         """Cluster members by node id, as each recorded itself (empty on a single node)."""
+        self.usage: dict[str, Usage] = {}
+        """By namespace (:func:`namespace_of`), derived from the contexts (not snapshotted)."""
+
+    def usage_of(self, namespace: str) -> Usage:
+        """What the namespace's contexts in this group hold (a copy)."""
+        found = self.usage.get(namespace)
+        return Usage() if found is None else attrs.evolve(found)
+
+    def _count(self, context_id: str, contexts: int, tokens: int) -> None:
+        usage = self.usage.setdefault(namespace_of(context_id), Usage())
+        usage.contexts += contexts
+        usage.tokens += tokens
 
     # --- reads -------------------------------------------------------------
 
@@ -285,6 +333,10 @@ class StateMachine:
             return self._summarize(command)
         if isinstance(command, MarkArchived):
             return self._mark_archived(command)
+        if isinstance(command, Purge):
+            return self._purge(command)
+        if isinstance(command, Redact):
+            return self._redact(command)
         return self._tombstone(command)
 
     def put_member(self, command: PutMember) -> bool:
@@ -310,6 +362,7 @@ class StateMachine:
                 live=live_window(config),
             )
             self.contexts[context.id] = context
+            self._count(context.id, 1, 0)
             return context.view()
         _require_active(context)
         metadata = context.metadata if command.metadata is None else dict(command.metadata)
@@ -353,6 +406,9 @@ class StateMachine:
             _check_fits(context, stored)
         appended: list[AppendedMessage] = []
         strip_orphans = context.config.policy.strategy != "manual"
+        added_tokens = sum(message.token_count for message in stored)
+        context.log_tokens += added_tokens
+        self._count(context.id, 0, added_tokens)
         for message in stored:
             context.log.append(message)
             context.live.add(message, strip_orphans=strip_orphans)
@@ -413,6 +469,7 @@ class StateMachine:
             f"the window was replaced by a compaction of {len(replacement)} messages",
         )
         context.live = live_window(config, replacement)
+        context.summary_rebuild = False
         context.used_tokens = total
         context.needs_compaction = config.policy.strategy in (
             "manual",
@@ -443,9 +500,93 @@ class StateMachine:
 
     def _tombstone(self, command: Tombstone) -> ContextView:
         context = self.get(command.context_id)
-        if context.status != "tombstoned":
+        if context.status == "active":
             context.status = "tombstoned"
+            context.tombstoned_at = command.at
             self._touch(context, command.at)
+        return context.view()
+
+    def _purge(self, command: Purge) -> ContextView:
+        """Tombstone and erase the context (see :class:`~.models.Purge`); a purged
+        context is left as it is."""
+        context = self.get(command.context_id)
+        if context.status == "purged":
+            return context.view()
+        self._count(context.id, 0, -context.log_tokens)
+        if context.tombstoned_at is None:
+            context.tombstoned_at = command.at
+        context.status = "purged"
+        context.purge = (command.at, command.by)
+        context.metadata = {}
+        _release_history(context)
+        context.archived_seq = context.last_seq
+        context.log_tokens = 0
+        context.last_user_seq = None
+        context.records = []
+        context.newest_record = None
+        context.last_summary_error = None
+        context.redactions = []
+        context.summary_rebuild = False
+        self._touch(context, command.at)
+        return context.view()
+
+    def _redact(self, command: Redact) -> ContextView:
+        """Replace message ``seq``'s parts by the redaction marker, in the log and in
+        the window; a message already redacted is left as it is (no new version)."""
+        context = self.get(command.context_id)
+        if context.status == "purged":
+            raise Conflict(
+                f"Context '{context.id}' is purged: its messages are already erased.",
+                "context_purged",
+            )
+        seq = command.seq
+        if not 1 <= seq <= context.last_seq:
+            raise NotFound(
+                f"Context '{context.id}' has no message {seq} (its log holds seqs "
+                f"1-{context.last_seq})."
+            )
+        hot = context.hot(seq)
+        if hot is not None:
+            if hot.is_redacted:
+                return context.view()
+            old_tokens = hot.token_count
+            marker = hot.redacted(command.token_count, command.part_tokens)
+            context.log[seq - context.log_offset - 1] = marker
+        else:
+            if seq in context.redactions:
+                return context.view()
+            old_tokens = (
+                command.token_count if command.archived_tokens is None else command.archived_tokens
+            )
+            marker = None
+        delta = command.token_count - old_tokens
+        context.log_tokens += delta
+        self._count(context.id, 0, delta)
+        if seq not in context.redactions:
+            context.redactions.append(seq)
+            context.redactions.sort()
+        window = context.window
+        changed = False
+        covered = False
+        for index, message in enumerate(window):
+            if message.seq == seq:
+                if marker is None:
+                    marker = message.redacted(command.token_count, command.part_tokens)
+                window[index] = marker
+                changed = True
+            elif windows.is_summary(message):
+                summary = (message.metadata or {})["summary"]
+                covered = covered or int(summary["from_seq"]) <= seq <= int(summary["to_seq"])
+        config = context.config
+        if changed:
+            if config.policy.strategy != "manual":
+                window = windows.strip_orphan_results(window)
+            context.live = live_window(config, window)
+            context.used_tokens = context.live.tokens
+        if covered and config.policy.strategy == "summarize":
+            context.summary_rebuild = True
+            context.needs_compaction = True
+        self._touch(context, command.at)
         return context.view()
 
     # --- helpers -----------------------------------------------------------
@@ -484,6 +625,8 @@ class StateMachine:
                 record = StateMachine._record(context, at, cause, actions)
         else:
             context.needs_compaction = False
+        if context.summary_rebuild and config.policy.strategy == "summarize":
+            context.needs_compaction = True  # until the summary is rebuilt
         context.used_tokens = live.tokens
         return record
 
@@ -549,6 +692,10 @@ class StateMachine:
         if keep_from > context.log_offset:
             del context.log[: keep_from - context.log_offset]
             context.log_offset = keep_from
+        if context.status == "tombstoned" and context.archived_seq == context.last_seq:
+            # Every message is in the archive and nothing can be appended: the history
+            # is the archive's to answer, and the context costs its config and counters.
+            _release_history(context)
         return context.archived_seq
 
     def _summarize(self, command: Summarize) -> SummarizeResult:
@@ -603,6 +750,7 @@ class StateMachine:
             )
             return self._summarize(attrs.evolve(command, summary=None, error=error))
         context.summaries = number
+        context.summary_rebuild = False
         before = context.used_tokens
         removed = [window[i].seq for i in sorted(folded)]
         context.live = live_window(context.config, new_window)
@@ -646,6 +794,7 @@ class StateMachine:
         for raw in state["contexts"]:
             context = _context_from_json(raw)
             machine.contexts[context.id] = context
+            machine._count(context.id, 1, context.log_tokens)
         for raw in state.get("members", []):  # snapshots of older versions have none
             member = converter.structure(raw, PutMember)
             machine.members[member.node_id] = member
@@ -741,6 +890,11 @@ def _context_to_json(context: Context) -> JSONObject:
         "summaries": context.summaries,
         "summary_failures": context.summary_failures,
         "last_summary_error": context.last_summary_error,
+        "log_tokens": context.log_tokens,
+        "tombstoned_at": context.tombstoned_at,
+        "purge": list(context.purge) if context.purge is not None else None,
+        "redactions": context.redactions,
+        "summary_rebuild": context.summary_rebuild,
     }
 
 
@@ -789,6 +943,15 @@ def _context_from_json(raw: JSONObject) -> Context:
         summaries=raw.get("summaries", 0),
         summary_failures=raw.get("summary_failures", 0),
         last_summary_error=raw.get("last_summary_error"),
+        # Snapshots of older versions: the hot log is the whole log unless it was archived.
+        log_tokens=raw.get("log_tokens", sum(message.token_count for message in log)),
+        # Snapshots of older versions: a tombstone's time was its last update.
+        tombstoned_at=raw.get(
+            "tombstoned_at", raw["updated_at"] if raw["status"] != "active" else None
+        ),
+        purge=(purge[0], purge[1]) if (purge := raw.get("purge")) else None,
+        redactions=list(raw.get("redactions", [])),
+        summary_rebuild=raw.get("summary_rebuild", False),
     )
 
 
@@ -884,8 +1047,20 @@ def _check_metadata_size(metadata: JSONObject) -> None:
 
 
 def _require_active(context: Context) -> None:
-    if context.status == "tombstoned":
-        raise Conflict(f"Context '{context.id}' is tombstoned.", "context_tombstoned")
+    if context.status != "active":
+        raise Conflict(f"Context '{context.id}' is {context.status}.", "context_tombstoned")
+
+
+def _release_history(context: Context) -> None:
+    """Drop the hot tail, the window and the idempotency table of a context that
+    takes no more writes (tombstoned and archived, or purged)."""
+    context.log_offset = context.last_seq
+    context.log = []
+    context.live = live_window(context.config)
+    context.used_tokens = 0
+    context.needs_compaction = False
+    context.idempotency = IdempotencyTable()
+    context.segment_cache = None
 
 
 def check_version(context: Context, if_version: int | None) -> None:

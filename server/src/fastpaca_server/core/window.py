@@ -897,13 +897,22 @@ class SummaryPlan:
     """The folded messages other than the previous summary, as the API renders them."""
 
 
-def plan_summary(window: Sequence[Message], config: ContextConfig) -> SummaryPlan | None:
+def plan_summary(
+    window: Sequence[Message],
+    config: ContextConfig,
+    rebuild_from: Sequence[Message] | None = None,
+) -> SummaryPlan | None:
     """The oldest part of ``window`` to fold into a summary, so that what stays
     (pinned units, the newest units) is at most ``target_ratio * token_budget``
     (default 0.5). ``None`` when there is nothing from the log to fold.
 
     The state machine folds the same units when the summary comes back (every
     unpinned unit, or summary, that begins at or before ``to_seq``).
+
+    ``rebuild_from`` (a redacted message is covered by the window's summary:
+    ``Context.summary_rebuild``) holds the log messages the summary covers, as
+    the log holds them now: the summary is then always folded, and rebuilt from
+    those messages instead of from its own text.
     """
     mask = pin_mask(config)
     units = build_units(window, mask)
@@ -911,23 +920,38 @@ def plan_summary(window: Sequence[Message], config: ContextConfig) -> SummaryPla
     remaining = window_tokens(window)
     last = len(window) - 1
     folded: list[int] = []
+    covered_to: list[int] = []
+    if rebuild_from is not None:
+        for unit in units:
+            summaries = [window[i] for i in unit.indices if is_summary(window[i])]
+            if summaries:
+                folded.extend(unit.indices)
+                remaining -= unit.tokens
+                covered_to += [int((m.metadata or {})["summary"]["to_seq"]) for m in summaries]
     for unit in units:
         if remaining <= target or last in unit.indices:
             break
         summary = any(is_summary(window[i]) for i in unit.indices)
+        if summary and rebuild_from is not None:
+            continue  # folded above
         if unit.pinned and not summary:
             continue
         folded.extend(unit.indices)
         remaining -= unit.tokens
+    folded.sort()
     seqs = [window[i].seq for i in folded if window[i].seq is not None]
-    if not seqs:
+    if not seqs and not covered_to:
         return None
-    to_seq = max(s for s in seqs if s is not None)
+    to_seq = max([s for s in seqs if s is not None] + covered_to)
+    if rebuild_from is not None:
+        rebuilt = [m.to_json() for m in rebuild_from]
+        rest = [window[i].to_json() for i in folded if not is_summary(window[i])]
+        return SummaryPlan(to_seq=to_seq, previous=None, messages=[*rebuilt, *rest])
     # Units between the folded ones that begin before to_seq are folded too.
     previous = [
         " ".join(str(p.get("text", "")) for p in window[i].parts if p.get("type") == "text")
-        for i in sorted(folded)
+        for i in folded
         if is_summary(window[i])
     ]
-    messages = [window[i].to_json() for i in sorted(folded) if not is_summary(window[i])]
+    messages = [window[i].to_json() for i in folded if not is_summary(window[i])]
     return SummaryPlan(to_seq=to_seq, previous="\n\n".join(previous) or None, messages=messages)

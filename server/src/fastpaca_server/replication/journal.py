@@ -30,6 +30,8 @@ It is installed as ``pysyncobj.syncobj.createJournal`` by
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -62,6 +64,9 @@ Entry = tuple[bytes, int, int]
 # only for those whose index, term and length are possible at that place.
 _CANDIDATE_INDEX = re.compile(rb"(?=(?!\x00{6}).{6}\x00\x00.{4}\x00{4})", re.DOTALL)
 _INDEX_FIELD = 8
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+DISK_FULL_RETRY_SECONDS = 0.2
+"""How often a flush that found the disk full tries again."""
 RECENT_PAYLOADS = 4096
 """Most payloads kept in memory: the entries pysyncobj is about to apply (or send)."""
 RECENT_PAYLOAD_BYTES = 4 * 1024 * 1024
@@ -120,12 +125,20 @@ def fsync_directory(path: str) -> None:
 
 
 def write_file_durably(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file, fsync, rename, fsync directory."""
+    """Write ``data`` to ``path`` atomically: temp file, fsync, rename, fsync directory.
+
+    If writing fails (a full disk), the temp file is removed and ``path`` is as it was.
+    """
     tmp = f"{path}.tmp"
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     os.replace(tmp, path)
     fsync_directory(os.path.dirname(path))
 
@@ -267,6 +280,11 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self._dirty = False
         self._buffered = False
         self.flush_count = 0
+        self.disk_full_waits = 0
+        """Tries of :meth:`flush` that found the disk full (each waited a moment)."""
+        self._disk_full_logged = 0.0
+        self._closing = False
+        """Set by :meth:`_destroy`: a full disk then fails the flush instead of waiting."""
         self._meta: dict[str, Any] = self._read_meta()
         self._meta_dirty = False
 
@@ -396,18 +414,53 @@ class DurableJournal(Journal):  # type: ignore[misc]
             self._recent_bytes -= len(self._recent.popitem(last=False)[1])
 
     def _destroy(self) -> None:
+        self._closing = True  # on a full disk, unflushed entries were never acknowledged
         self.flush()
         self._store_meta()
         self._handle.close()
 
     def flush(self) -> None:
-        """Make every added entry durable (one fsync for all of them)."""
-        if self._dirty:
-            self._handle.flush()
-            self._buffered = False
-            os.fdatasync(self._handle.fileno())
-            self._dirty = False
-            self.flush_count += 1
+        """Make every added entry durable (one fsync for all of them).
+
+        A full disk (``ENOSPC``, ``EDQUOT``) does not fail the flush: it waits for
+        space and tries again, blocking the Raft thread. pysyncobj raises its
+        commit index *before* it calls :meth:`setRaftCommitIndex`, so a flush
+        that raised would let the next tick apply (and acknowledge) entries
+        that are not on disk. Python's buffer keeps what it could not write and
+        the next try writes exactly that, so the file never holds half a
+        record. Meanwhile the API refuses writes (507) and reads go on.
+        """
+        if not self._dirty:
+            return
+        waited_since: float | None = None
+        while True:
+            try:
+                self._handle.flush()
+                os.fdatasync(self._handle.fileno())
+                break
+            except OSError as error:
+                if error.errno not in DISK_FULL_ERRNOS or self._closing:
+                    raise
+                now = time.monotonic()
+                if waited_since is None or now - self._disk_full_logged > 10:
+                    logger.error(
+                        "journal %s: the disk is full (%s); writes wait for space",
+                        self._path,
+                        error.strerror,
+                    )
+                    self._disk_full_logged = now
+                waited_since = waited_since or now
+                self.disk_full_waits += 1
+                time.sleep(DISK_FULL_RETRY_SECONDS)
+        if waited_since is not None:
+            logger.warning(
+                "journal %s: space is back after %.1f s; writes go on",
+                self._path,
+                time.monotonic() - waited_since,
+            )
+        self._buffered = False
+        self._dirty = False
+        self.flush_count += 1
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
         # pysyncobj calls this before applying entries and firing callbacks.

@@ -16,7 +16,10 @@ What we add to pysyncobj (docs/architecture.md lists the gaps they close):
   stops the constructor with :class:`~.snapshot.SnapshotCorrupted`;
 * ``_SyncObj__loadDumpFile`` overridden so a restart with a snapshot newer
   than the journal start keeps every journal entry after the snapshot point
-  (Raft §7) instead of only two.
+  (Raft §7) instead of only two;
+* a log compaction forced on every node after a purge or redact
+  (``_RaftNode._compact_after_erasure``), so the erased content leaves the
+  journal and the snapshot at once.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal, Protocol
 
@@ -39,7 +43,9 @@ from pysyncobj.transport import Transport
 from ..core import (
     Command,
     DomainError,
+    Purge,
     PutMember,
+    Redact,
     StateMachine,
     command_from_json,
     command_to_json,
@@ -62,6 +68,8 @@ LEADER_FALLBACK_SECONDS = 5.0
 APPEND_ENTRIES_BYTES = 64 * 1024 * 1024
 MEMBERSHIP_TIMEOUT_SECONDS = 30.0
 """A membership change waits at least this long (it may wait for a pending one)."""
+CLOSE_TIMEOUT_SECONDS = 10.0
+"""How long :meth:`ReplicatedStore.close` waits for the Raft thread to stop."""
 _UNKNOWN_WRITE = (
     "The write was not confirmed: retry it with the same idempotency key, which is safe "
     "whether or not it was stored"
@@ -149,6 +157,7 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
         self, store: ReplicatedStore, conf: SyncObjConf, cluster: ClusterConfig | None
     ) -> None:
         self._store = store
+        self._pad_after = 0.0
         if cluster is None:
             super().__init__(Node("local"), [], conf, transportClass=LocalTransport)
         else:
@@ -156,10 +165,12 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
                 cluster.raft_bind, list(cluster.peers), conf, transportClass=DurableTCPTransport
             )
         self.addOnTickCallback(self._commit_without_waiting)
+        self.addOnTickCallback(self._compact_after_erasure)
 
     @replicated  # type: ignore[untyped-decorator]
     def apply_command(self, payload: str) -> list[tuple[Any, DomainError | None]]:
-        return self._store._apply(payload)
+        # pysyncobj applies entry ``last applied + 1`` (it counts it applied afterwards).
+        return self._store._apply(payload, self._SyncObj__raftLastApplied + 1)
 
     def _commit_without_waiting(self) -> None:
         # A leader commits entries on the tick after it adds them; wake the
@@ -170,6 +181,35 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
             notifier = getattr(self, "_SyncObj__pipeNotifier", None)
             if notifier is not None:
                 notifier.notify()
+
+    def _compact_after_erasure(self) -> None:
+        """Force a log compaction once the entries after an erasure are applied.
+
+        A purge or redact applied from entry P (:meth:`ReplicatedStore._apply`)
+        asks for index P + 2: pysyncobj's snapshot keeps the two newest applied
+        entries (pickled) and the journal keeps them too, so only a snapshot
+        taken once P + 2 is applied holds nothing from before the erasure, and
+        the journal rewrite after it (:meth:`.journal.DurableJournal.deleteEntriesTo`:
+        a new file renamed over the old one) drops every entry up to P. Every
+        node does this for its own journal; the leader proposes empty entries
+        when nothing else would reach P + 2.
+        """
+        store = self._store
+        target = store._erasure_index
+        if target is None:
+            return
+        if self._SyncObj__raftLastApplied >= target:
+            store._erasure_index = None
+            self.forceLogCompaction()
+            return
+        if not self._isLeader():
+            return
+        log_end: int = self._SyncObj__getCurrentLogIndex()
+        now = time.monotonic()
+        if log_end < target and now >= self._pad_after:
+            self._pad_after = now + 1.0  # again after a second, if they were lost
+            for _ in range(target - log_end):
+                self.apply_command("[null]")
 
     def _SyncObj__deleteEntriesFrom(self, fromIDx: int) -> None:
         """A follower given entries after ``fromIDx - 1``: delete only from the
@@ -326,6 +366,9 @@ class ReplicatedStore:
         self._pending: list[tuple[str, asyncio.Future[Any]]] = []
         self._pending_bytes = 0
         self._proposal_scheduled = False
+        self._erasure_index: int | None = None
+        """The Raft index that must be applied before the log compaction that erases
+        a purge's or redact's content from disk (see ``_RaftNode._compact_after_erasure``)."""
         for listener in apply_listeners:
             self.add_apply_listener(listener)
         journal_path = os.path.join(data_dir, JOURNAL_FILE)
@@ -422,8 +465,23 @@ class ReplicatedStore:
             settle_all_from_thread(loop, [(future, None, failure)])
 
     def close(self) -> None:
+        """Stop the Raft thread, which closes this node's Raft connections and the
+        journal (flushed, its meta written, the file closed); then wait for a
+        snapshot still being written.
+
+        pysyncobj stops at its next tick. A thread still running after
+        :data:`CLOSE_TIMEOUT_SECONDS` is logged and left: every acknowledged
+        entry was fsynced before its acknowledgement, so none depends on it.
+        """
+        thread = self._node._SyncObj__thread
         self._node.destroy()
-        self._node._SyncObj__thread.join(timeout=10)
+        thread.join(timeout=CLOSE_TIMEOUT_SECONDS)
+        if thread.is_alive():
+            logger.warning(
+                "the Raft thread of %s did not stop within %g s",
+                self.data_dir,
+                CLOSE_TIMEOUT_SECONDS,
+            )
         self.snapshots.close()
 
     @property
@@ -614,8 +672,8 @@ class ReplicatedStore:
 
     # --- called on the Raft thread -------------------------------------------
 
-    def _apply(self, payload: str) -> list[tuple[Any, DomainError | None]]:
-        """Apply one Raft entry: a list of commands (a single command in older
+    def _apply(self, payload: str, index: int = 0) -> list[tuple[Any, DomainError | None]]:
+        """Apply Raft entry ``index``: a list of commands (a single command in older
         journals), each in turn, each with its own outcome."""
         data = json.loads(payload)
         commands = data if isinstance(data, list) else [data]
@@ -630,14 +688,25 @@ class ReplicatedStore:
                     outcomes.append((None, None))
                     continue
                 command = command_from_json(item)
+                erasing = isinstance(command, Purge | Redact)
+                if erasing:
+                    found = self._machine.contexts.get(command.context_id)
+                    version = found.version if found is not None else None
                 try:
                     result = self._machine.apply(command)
                 except DomainError as error:
                     outcomes.append((None, error))
                     continue
+                if erasing and result.version != version:
+                    self._erasure_applied(index)
                 self._tell_listeners("command_applied", command, result)
                 outcomes.append((result, None))
         return outcomes
+
+    def _erasure_applied(self, index: int) -> None:
+        """A purge or redact of entry ``index`` changed the state: compact the log once
+        the two entries after it are applied."""
+        self._erasure_index = max(self._erasure_index or 0, index + 2)
 
     def _current_state(self) -> StateMachine:
         return self._machine

@@ -25,6 +25,7 @@ error, instead of failing on pysyncobj's thread); pysyncobj's first call to
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -168,10 +169,16 @@ def write_snapshot(path: str, raft_part: bytes, machine: StateMachine) -> None:
     state_part = machine.to_bytes()
     crc = zlib.crc32(raft_part + state_part)
     writing = f"{path}.writing"
-    write_file(
-        writing,
-        [MAGIC + _LENGTHS.pack(len(raft_part), len(state_part), crc), raft_part, state_part],
-    )
+    try:
+        write_file(
+            writing,
+            [MAGIC + _LENGTHS.pack(len(raft_part), len(state_part), crc), raft_part, state_part],
+        )
+    except BaseException:
+        # A full disk: the partial file would hold the space the journal needs.
+        with contextlib.suppress(OSError):
+            os.unlink(writing)
+        raise
     os.replace(writing, path)
     fsync_directory(os.path.dirname(path))
 

@@ -174,7 +174,7 @@ class ListView {
     this.status = h(
       'select',
       { testid: 'status-filter', 'aria-label': 'Status', onchange: () => this.load(false) },
-      ['active', 'all', 'tombstoned'].map((value) => h('option', { value }, value)),
+      ['active', 'all', 'tombstoned', 'purged'].map((value) => h('option', { value }, value)),
     );
     this.rows = h('tbody', { testid: 'context-list' });
     this.more = h(
