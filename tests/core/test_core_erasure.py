@@ -170,3 +170,19 @@ def test_erasure_commands_survive_json_and_old_snapshots_load() -> None:
     old = StateMachine.from_bytes(json.dumps(state).encode())
     assert old.get("c").tombstoned_at == old.get("c").updated_at == 5
     assert (old.get("c").purge, old.get("c").redactions) == (None, [])
+
+
+def test_a_marker_larger_than_the_message_never_puts_the_window_over_its_budget() -> None:
+    """A redaction marker can cost more tokens than the message it replaces: the policy
+    runs as after an append, so the window stays within the budget (and the trigger)."""
+    budget = 7 * (MESSAGE_OVERHEAD + 1) + 2  # the seven messages fit, one marker more does not
+    machine = machine_with(config(token_budget=budget, strategy="budget", trigger_ratio=1.0))
+    for n in range(7):
+        append(machine, text(f"m{n}", tokens=1))
+    before = machine.get("c")
+    assert before.used_tokens <= budget and len(before.window) == 7
+    for seq in (1, 2, 3, 4):
+        redact(machine, seq)
+        context = machine.get("c")
+        assert context.used_tokens <= budget, f"redacting {seq}: {context.used_tokens} > {budget}"
+        assert context.used_tokens == sum(m.token_count for m in context.window)

@@ -558,7 +558,7 @@ class CompactionRecord:
     version: int
     first_version: int
     at: str
-    cause: Literal["append", "config", "compact", "summary"]
+    cause: Literal["append", "config", "compact", "summary", "redact"]
     policy: str
     outcome: Literal["applied", "failed"]
     runs: int

@@ -370,6 +370,8 @@ async def redact_message(request: web.Request) -> web.Response:
     )
     command = Redact(context_id, _now_ms(), seq, tokens, per_part, archived_tokens)
     view = await store.submit(command)
+    if view.compaction is not None:
+        request.app[METRICS].compactions.labels("redact", view.config.policy.strategy).inc()
     return web.json_response(render.context(view))
 
 

@@ -578,16 +578,19 @@ class StateMachine:
                 summary = (message.metadata or {})["summary"]
                 covered = covered or int(summary["from_seq"]) <= seq <= int(summary["to_seq"])
         config = context.config
+        record = None
         if changed:
             if config.policy.strategy != "manual":
                 window = windows.strip_orphan_results(window)
             context.live = live_window(config, window)
-            context.used_tokens = context.live.tokens
+            # The marker can cost more than a short message: the policy runs as after an
+            # append, so the window never goes over its budget.
+            record = self._maintain_window(context, force=False, at=command.at, cause="redact")
         if covered and config.policy.strategy == "summarize":
             context.summary_rebuild = True
             context.needs_compaction = True
         self._touch(context, command.at)
-        return context.view()
+        return attrs.evolve(context.view(), compaction=record)
 
     # --- helpers -----------------------------------------------------------
 
