@@ -586,6 +586,11 @@ class StateMachine:
             # The marker can cost more than a short message: the policy runs as after an
             # append, so the window never goes over its budget.
             record = self._maintain_window(context, force=False, at=command.at, cause="redact")
+            if config.policy.strategy != "manual" and context.used_tokens > config.token_budget:
+                # Only a tiny budget: the marker alone does not fit, and it holds nothing.
+                kept = [m for m in context.window if m.seq != seq]
+                context.live = live_window(config, windows.strip_orphan_results(kept))
+                context.used_tokens = context.live.tokens
         if covered and config.policy.strategy == "summarize":
             context.summary_rebuild = True
             context.needs_compaction = True
