@@ -33,11 +33,6 @@ _HTTP_CODES = {
 }
 
 
-QUOTA_RETRY_AFTER = 60
-"""Seconds a 429 ``quota_exceeded`` asks a client to wait: a quota frees up only when an
-operator raises it or the tenant's data goes, so a client should not hurry back."""
-
-
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
@@ -49,7 +44,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except DomainError as error:
-        wait = {"Retry-After": str(QUOTA_RETRY_AFTER)} if error.status == 429 else None
+        wait = None if error.retry_after is None else {"Retry-After": str(error.retry_after)}
         return error_response(error.status, error.code, error.message, wait)
     except ReplicationError as error:
         return error_response(503, "unavailable", error.message, {"Retry-After": "1"})

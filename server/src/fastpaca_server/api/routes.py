@@ -46,7 +46,6 @@ from ..core.models import (
     JSONObject,
     KeptMessage,
     Policy,
-    canonical_json,
     content_digest,
     raw_seq,
     redacted_raw,
@@ -419,7 +418,7 @@ async def append_messages(request: web.Request) -> web.Response:
     tokenizer, fingerprint = await _admit(request, context_id, key, normalised, if_version)
     caller = tenancy.request_key(request)
     access = request.app[ACCESS]
-    tenancy.check_message_sizes(access, caller, [len(canonical_json(m)) for m in raw])
+    tenancy.check_message_sizes(access, caller, raw)
     messages = await _counted(
         request, tokenizer, lambda: [_message_input(m, tokenizer) for m in raw]
     )
@@ -661,8 +660,8 @@ async def compact(request: web.Request) -> web.Response:
     context_id = _context_id(request)
     body = await _body(request)
     raw, key, if_version = validation.compact_body(body)
-    sizes = [len(canonical_json(m)) for m in raw if "seq" not in m]
-    tenancy.check_message_sizes(request.app[ACCESS], tenancy.request_key(request), sizes)
+    new = [m for m in raw if "seq" not in m]  # kept messages were measured when appended
+    tenancy.check_message_sizes(request.app[ACCESS], tenancy.request_key(request), new)
     normalised = {"replacement": raw, "if_version": if_version}
     tokenizer, fingerprint = await _admit(request, context_id, key, normalised, if_version)
     replacement = await _counted(

@@ -37,6 +37,7 @@ from ..access import (
     operator_key,
 )
 from ..core import DomainError
+from ..core.models import JSONObject, canonical_json
 from ..core.state import Usage
 from ..replication import ReplicatedStore
 from .errors import Handler, error_response
@@ -62,9 +63,15 @@ class Forbidden(DomainError):
     code = "forbidden"
 
 
+QUOTA_RETRY_AFTER = 60
+"""Seconds a 429 ``quota_exceeded`` asks a client to wait: a quota frees up only when an
+operator raises it or the tenant's data goes, so a client should not hurry back."""
+
+
 class QuotaExceeded(DomainError):
     status = 429
     code = "quota_exceeded"
+    retry_after = QUOTA_RETRY_AFTER
 
 
 def required_scope(method: str, template: str, query: Mapping[str, str] | None = None) -> Scope:
@@ -230,15 +237,19 @@ def usage(stores: Sequence[ReplicatedStore], tenant: str) -> Usage:
     return total
 
 
-def check_message_sizes(access: Access, key: ApiKey | None, sizes: Sequence[int]) -> None:
-    """429 ``quota_exceeded`` if a message is larger than the tenant allows."""
+def check_message_sizes(access: Access, key: ApiKey | None, messages: Sequence[JSONObject]) -> None:
+    """429 ``quota_exceeded`` if a message's JSON is larger than the tenant allows
+    (measured only when the key's tenant has that limit: appends pay nothing else)."""
     if key is None or key.tenant is None:
         return
     limit = access.limits(key).max_message_bytes
-    if limit is not None and sizes and max(sizes) > limit:
+    if limit is None or not messages:
+        return
+    largest = max(len(canonical_json(message)) for message in messages)
+    if largest > limit:
         access.limited(key.tenant, "max_message_bytes")
         raise QuotaExceeded(
-            f"A message of {max(sizes)} bytes is larger than the tenant '{key.tenant}' "
+            f"A message of {largest} bytes is larger than the tenant '{key.tenant}' "
             f"allows ({limit} bytes)."
         )
 

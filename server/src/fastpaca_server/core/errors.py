@@ -17,6 +17,8 @@ class DomainError(Exception):
 
     status = 400
     code = "invalid_request"
+    retry_after: int | None = None
+    """Seconds a ``Retry-After`` header asks the client to wait (none by default)."""
 
     def __init__(self, message: str, code: str | None = None) -> None:
         super().__init__(message)
