@@ -216,6 +216,8 @@ class Message:
         pinned = PIN_SYSTEM if self.role == "system" else 0
         if metadata is not None and metadata.get("pinned") is True:
             pinned |= PIN_FLAG
+        if parts == [REDACTED_PART]:
+            pinned = 0  # an erased message holds nothing worth keeping in the window
         setter(self, "pinned", pinned)
         setter(self, "calls", _part_ids(parts, "tool_call", "id"))
         setter(self, "results", _part_ids(parts, "tool_result", "tool_call_id"))
