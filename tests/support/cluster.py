@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 
@@ -287,11 +287,14 @@ def free_ports(count: int) -> int:
     raise RuntimeError(f"no {count} consecutive free ports")
 
 
-def wait_for(check: Callable[[], _T | None], timeout: float, what: str) -> _T:
+def wait_for(check: Callable[[], _T | Literal[False] | None], timeout: float, what: str) -> _T:
+    """Call ``check`` every 0.1 s until it gives something other than ``None`` or
+    ``False`` (a boolean check waits for ``True``), and return that; TimeoutError
+    after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
-        if value is not None:
+        if value is not None and value is not False:
             return value
         if time.monotonic() > deadline:
             raise TimeoutError(f"waited {timeout:g}s for {what}")
