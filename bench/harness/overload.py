@@ -1,8 +1,13 @@
 """The ``overload`` stage: appends offered at twice what the node sustains.
 
 1. The sustainable rate: wrk appends at 64 connections over 256 contexts
-   (closed loop, as the ``append`` stage), on a node with default settings.
-2. The open-loop generator (``openloop.py``, a process of its own) sends
+   (closed loop, as the ``append`` stage), on a node with a fixed limit of
+   64 requests in flight (``--latency-target 0``): the most it appends per
+   second. (With its defaults the node would refuse part of wrk's 64
+   connections, which send again at once, and the rate measured would be
+   that of a node busy refusing.)
+2. The same node, restarted with its default settings (the adaptive limit
+   on): the open-loop generator (``openloop.py``, a process of its own) sends
    appends at a fixed rate whatever the answers: at 1x that rate, then at
    2x, while the server's RSS is sampled every 50 ms.
 3. In the full run, 2x again on a node started with ``--max-inflight 0``
@@ -155,7 +160,7 @@ def _ms(value: float | None) -> str:
 async def stage_overload(bench: Bench) -> None:
     # Here: the figures module imports this one, and run.py checks that the server is
     # importable (with a clear message) after importing the harness.
-    from fastpaca_server.config import DEFAULT_MAX_INFLIGHT
+    from fastpaca_server.config import DEFAULT_LATENCY_TARGET, DEFAULT_MAX_INFLIGHT
 
     from .figures import fact
 
@@ -163,8 +168,18 @@ async def stage_overload(bench: Bench) -> None:
     flags = ["--log-compaction-entries", NEVER_SNAPSHOT]
     if params.overload_max_inflight >= 0:
         flags += ["--max-inflight", str(params.overload_max_inflight)]
+    target = (
+        params.overload_latency_target
+        if params.overload_latency_target >= 0
+        else DEFAULT_LATENCY_TARGET * 1000
+    )
     server = FastpacaServer(
-        "fastpaca-overload", bench.work_dir / "overload", bench.work_dir, *flags
+        "fastpaca-overload",
+        bench.work_dir / "overload",
+        bench.work_dir,
+        *flags,
+        "--latency-target",
+        "0",
     )
     unlimited: FastpacaServer | None = None
     bare: ServerProcess | None = None
@@ -198,6 +213,8 @@ async def stage_overload(bench: Bench) -> None:
         rate = closed.rps
         twice = float(params.overload_rate) if params.overload_rate > 0 else 2 * rate
         print(f"  sustainable: {rate:,.0f} appends/s, p99 {closed.p99:.1f} ms", flush=True)
+        await asyncio.to_thread(server.restart, *flags, "--latency-target", f"{target:g}")
+        print(f"  restarted with --latency-target {target:g} ms", flush=True)
         runs.append(
             await open_loop(bench, server, rate, params.overload_reference_seconds, "open loop 1x")
         )
@@ -265,8 +282,9 @@ async def stage_overload(bench: Bench) -> None:
         ]
     bench.figures["overload"] = {
         "title": f"Appends offered at {offered} (open loop, {CONTEXTS} contexts, "
-        f"--max-inflight {limit})",
+        f"--max-inflight {limit}, --latency-target {target:g} ms)",
         "max_inflight": params.overload_max_inflight,
+        "latency_target_ms": target,
         "default_max_inflight": DEFAULT_MAX_INFLIGHT,
         "offered_rate_fixed": params.overload_rate > 0,
         "closed_loop": closed.as_json(),

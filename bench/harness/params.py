@@ -31,6 +31,7 @@ class Params:
     overload_unlimited_seconds: int = 0  # 2x on a node with --max-inflight 0 (0: not run)
     overload_connections: int = 512  # the generator's connections (its bound)
     overload_max_inflight: int = -1  # the node's --max-inflight (-1: its default)
+    overload_latency_target: float = -1  # the node's --latency-target in ms (-1: its default)
     overload_rate: int = 0  # appends/s offered in the "2x" runs (0: twice the sustainable rate)
 
 

@@ -135,7 +135,12 @@ class ServerProcess:
 
 
 class FastpacaServer(ServerProcess):
-    """``python -m fastpaca_server`` on a data directory; restartable with other flags."""
+    """``python -m fastpaca_server`` on a data directory; restartable with other flags.
+
+    Unless the flags say otherwise it runs with ``--latency-target 0`` (a fixed limit
+    of ``--max-inflight`` requests in flight): the closed-loop stages measure what the
+    engine does at 64 connections, which a node lowering its limit under load would
+    partly refuse. The ``overload`` stage runs the node with its defaults."""
 
     def __init__(self, name: str, data_dir: Path, log_dir: Path, *flags: str) -> None:
         self.data_dir = data_dir
@@ -154,6 +159,7 @@ class FastpacaServer(ServerProcess):
             str(port),
             "--data-dir",
             str(self.data_dir),
+            *([] if "--latency-target" in self.flags else ["--latency-target", "0"]),
             *self.flags,
         ]
 

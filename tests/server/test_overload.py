@@ -3,6 +3,9 @@
 - Past ``--max-inflight`` requests in flight, a request is answered at once
   with ``503 overloaded`` and ``Retry-After: 1``; the admitted ones succeed,
   and once the burst is over the count is back to zero (nothing leaks).
+- The limit falls below ``--max-inflight`` while the median answer is slower
+  than ``--latency-target``, and is back at ``--max-inflight`` once the node
+  is idle.
 - The live feeds are not counted.
 - With the archive on and PostgreSQL down, appends are refused with ``503
   overloaded`` and ``Retry-After: 5`` once the backlog passes
@@ -13,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,7 +114,7 @@ def test_past_the_limit_requests_are_shed_at_once_and_the_admitted_succeed(
     assert [status for status, _, _ in again] == [200] * 4, again
     # Refusals are not logged one by one (that would add to the load), but summed up.
     log = limited.log_path.read_text(errors="replace")
-    assert "overloaded: refused with 503" in log and "past --max-inflight 4" in log
+    assert "overloaded: refused with 503" in log and "--max-inflight 4;" in log
     refused_lines = [line for line in log.splitlines() if '"status":503' in line]
     assert not refused_lines, refused_lines[:3]
 
@@ -202,9 +206,102 @@ def test_live_feeds_do_not_count(tmp_path: Path) -> None:
 def test_the_limits_are_checked_at_start() -> None:
     config = parse_args(["--max-inflight", "0", "--max-archive-backlog", "0"])
     assert (config.max_inflight, config.max_archive_backlog) == (0, 0)
-    for flag in ("--max-inflight", "--max-archive-backlog"):
+    assert parse_args(["--latency-target", "25"]).latency_target == 0.025
+    assert parse_args(["--latency-target", "0"]).latency_target == 0
+    for flag, value in (
+        ("--max-inflight", "-1"),
+        ("--max-archive-backlog", "-1"),
+        ("--latency-target", "-1"),
+        ("--latency-target", "nan"),
+        ("--latency-target", "inf"),
+        ("--latency-target", "1e9"),
+        ("--latency-target", "ten"),
+    ):
         with pytest.raises(SystemExit):
-            parse_args([flag, "-1"])
+            parse_args([flag, value])
+
+
+async def _appends(url: str, context_id: str, count: int, concurrency: int) -> list[int]:
+    """``count`` appends, ``concurrency`` at a time; the status of each."""
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=60)
+    statuses: list[int] = []
+    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as session:
+
+        async def worker(first: int) -> None:
+            for n in range(first, count, concurrency):
+                message = {"message": text_message(f"load {n}")}
+                async with session.post(
+                    f"/v1/contexts/{context_id}/messages", json=message
+                ) as response:
+                    statuses.append(response.status)
+
+        await asyncio.gather(*(worker(first) for first in range(concurrency)))
+    return statuses
+
+
+async def _appends_watching_the_limit(url: str, context_id: str) -> tuple[list[int], list[float]]:
+    """600 appends, 16 at a time, while ``fastpaca_inflight_limit`` is read every 20 ms:
+    the appends' statuses and the limits seen."""
+    limits: list[float] = []
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        async with aiohttp.ClientSession(url) as session:
+            while not done.is_set():
+                async with session.get("/metrics") as response:
+                    limits.append(metric_value(await response.text(), "fastpaca_inflight_limit"))
+                await asyncio.sleep(0.02)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        statuses = await _appends(url, context_id, 600, 16)
+    finally:
+        done.set()
+        await watcher
+    return statuses, limits
+
+
+@contextlib.contextmanager
+def _node(root: Path, latency_target: str) -> Iterator[tuple[ServerProcess, str]]:
+    """A node with ``--max-inflight 32`` and this target, and a context on it."""
+    process = ServerProcess(
+        root / "data", "--max-inflight", "32", "--latency-target", latency_target
+    ).start()
+    try:
+        context_id = new_id("adaptive")
+        with process.client() as client:
+            response = client.put(f"/v1/contexts/{context_id}", json={"token_budget": 100_000})
+            assert response.status_code == 200
+            assert metric_value(_metrics(client), "fastpaca_inflight_limit") == 32
+        yield process, context_id
+    finally:
+        process.stop()
+
+
+def test_the_limit_falls_while_answers_are_slow_and_comes_back_when_idle(tmp_path: Path) -> None:
+    # A target of 0.2 ms: every append (an fsync) is slower, so a busy node lowers its
+    # limit from 32 towards its floor (4) and refuses what it would have admitted.
+    with _node(tmp_path, "0.2") as (process, context_id), process.client() as client:
+        statuses, limits = asyncio.run(_appends_watching_the_limit(process.url, context_id))
+        assert set(statuses) <= {201, 503}, set(statuses)
+        shed = statuses.count(503)
+        assert shed, "16 appends at once, 600 in all, on a node whose limit fell: none shed"
+        assert min(limits) < 16, limits  # it refused below 16 in flight
+        stored = client.get(f"/v1/contexts/{context_id}").json()["last_seq"]
+        assert stored == statuses.count(201)  # a refusal wrote nothing
+        text = _metrics(client)
+        assert metric_value(text, "fastpaca_shed_requests_total", reason="inflight") == shed
+        # Idle for 2 s: the whole limit again.
+        time.sleep(2.0)
+        assert metric_value(_metrics(client), "fastpaca_inflight_limit") == 32
+
+
+def test_with_a_target_of_zero_the_limit_stays(tmp_path: Path) -> None:
+    with _node(tmp_path, "0") as (process, context_id), process.client() as client:
+        statuses = asyncio.run(_appends(process.url, context_id, 600, 16))
+        assert statuses == [201] * 600
+        assert metric_value(_metrics(client), "fastpaca_inflight_limit") == 32
 
 
 # --- the archive backlog ----------------------------------------------------------------

@@ -30,6 +30,7 @@ from .access import KeysFileError
 from .api import create_app
 from .api.keys import ACCESS, DRAIN, EVENTS, STORE
 from .config import (
+    DEFAULT_LATENCY_TARGET,
     DEFAULT_MAX_ARCHIVE_BACKLOG,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_INFLIGHT,
@@ -170,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
         "/v1 requests served at once (live feeds not counted); more get 503 overloaded "
         "with Retry-After: 1 at once (0: no limit)",
         int,
+    )
+    _add(
+        parser,
+        "--latency-target",
+        "LATENCY_TARGET",
+        f"{DEFAULT_LATENCY_TARGET * 1000:g}",
+        "milliseconds: while the median time to answer is over it, the node serves fewer "
+        "requests at once than --max-inflight (down to an eighth of it) and refuses the "
+        "rest with 503 overloaded (0: the limit stays --max-inflight)",
+        float,
     )
     _add(
         parser,
@@ -400,6 +411,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         parser.error("--tail-keep >= 0, --archive-batch >= 1")
     if args.max_inflight < 0 or args.max_archive_backlog < 0:
         parser.error("--max-inflight >= 0, --max-archive-backlog >= 0 (0: no limit)")
+    if not 0 <= args.latency_target <= 60_000:  # also refuses nan
+        parser.error("--latency-target must be between 0 and 60000 milliseconds (0: off)")
     if args.database_url and not args.database_url.startswith(("postgresql://", "postgres://")):
         parser.error("--database-url must be a postgresql:// URL")
     if args.summarizer_timeout <= 0:
@@ -455,6 +468,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         summarizer_timeout=args.summarizer_timeout,
         request_timeout=args.request_timeout,
         max_inflight=args.max_inflight,
+        latency_target=args.latency_target / 1000,
         log_format=args.log_format,
         log_level=args.log_level,
     )

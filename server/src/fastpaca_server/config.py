@@ -7,6 +7,9 @@ import attrs
 from .replication.cluster import ClusterConfig
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_LATENCY_TARGET = 0.010
+"""Chosen from the ``overload`` benchmark (docs/benchmarks.md): an append's median on a
+node below its highest rate is a few milliseconds; at 10 ms it is queueing."""
 DEFAULT_MAX_INFLIGHT = 64
 """Chosen from the ``overload`` benchmark (docs/benchmarks.md): appends reach their
 highest rate by 16-32 in flight, and an admitted request waits behind at most this many
@@ -73,6 +76,9 @@ class ServerConfig:
     max_inflight: int = DEFAULT_MAX_INFLIGHT
     """``/v1`` requests served at once (live feeds not counted); more get 503
     ``overloaded`` at once (``api/overload.py``); 0: no limit."""
+    latency_target: float = DEFAULT_LATENCY_TARGET
+    """Seconds: while the median time to answer is over it, the limit of requests in
+    flight is lowered below ``max_inflight`` (``api/concurrency.py``); 0: a fixed limit."""
     log_format: str = "json"
     """``json`` (one object per line) or ``text``."""
     log_level: str = "info"

@@ -132,10 +132,11 @@ def create_app(config: ServerConfig) -> web.Application:
     startup = StoreStartup(config)
     drain = Drain()  # refuses requests once the node stops (cli.serve runs the drain)
     middlewares: list[Middleware] = [
-        requestlog.request_log(config),  # outermost: the request id and the log line
+        # Outermost: a refusal must cost as little as it can (overload.py).
+        admission_control(config, metrics),
+        requestlog.request_log(config),  # the request id and the log line
         metrics.middleware(),
         drain.middleware(),
-        admission_control(config, metrics),  # 503 overloaded past --max-inflight (overload.py)
         requestlog.deadline(config),
         error_middleware,
     ]

@@ -99,8 +99,7 @@ class Drain:
                 self._refused += 1
                 return shutting_down()
             # aiohttp's task of this request: done once the response is written too.
-            task = asyncio.current_task()
-            assert task is not None
+            task = request.task
             self._in_flight.add(task)
             task.add_done_callback(self._done)
             try:

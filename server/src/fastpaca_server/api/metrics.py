@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 from aiohttp import web
@@ -17,6 +18,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _WINDOW_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 _TOKEN_BUCKETS = (0, 100, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000, 256000, 10**6)
+
+
+CACHED_CHILDREN = 512
 
 
 @attrs.define
@@ -42,9 +46,13 @@ class Metrics:
     tenant_requests: Counter = attrs.field(init=False)
     tenant_limited: Counter = attrs.field(init=False)
     inflight_requests: Gauge = attrs.field(init=False)
+    inflight_limit: Gauge = attrs.field(init=False)
     shed_requests: Counter = attrs.field(init=False)
     archive: Callable[[], ArchiveStatus] | None = None
     """Measures the archive writer's status, read into the gauges at each scrape."""
+    _children: dict[tuple[str, str, int], tuple[Any, Any]] = attrs.field(init=False, factory=dict)
+    """The request metrics' children by (method, route, status), at most
+    :data:`CACHED_CHILDREN` of them (a client can send any method)."""
 
     def __attrs_post_init__(self) -> None:
         registry = self.registry
@@ -80,6 +88,12 @@ class Metrics:
         self.inflight_requests = Gauge(
             "fastpaca_inflight_requests",
             "/v1 requests being served now (live feeds not counted; see --max-inflight).",
+            registry=registry,
+        )
+        self.inflight_limit = Gauge(
+            "fastpaca_inflight_limit",
+            "The limit of /v1 requests served at once now: --max-inflight, lowered while "
+            "answers take longer than --latency-target.",
             registry=registry,
         )
         self.shed_requests = Counter(
@@ -184,8 +198,17 @@ class Metrics:
             response = await handler(request)
             info = request.match_info.route.resource
             route = info.canonical if info is not None else "unmatched"
-            self.latency.labels(request.method, route).observe(time.perf_counter() - started)
-            self.requests.labels(request.method, route, str(response.status)).inc()
+            key = (request.method, route, response.status)
+            children = self._children.get(key)
+            if children is None:  # labels() costs a lock and a tuple: looked up once per key
+                children = (
+                    self.latency.labels(request.method, route),
+                    self.requests.labels(request.method, route, str(response.status)),
+                )
+                if len(self._children) < CACHED_CHILDREN:
+                    self._children[key] = children
+            children[0].observe(time.perf_counter() - started)
+            children[1].inc()
             return response
 
         return measure

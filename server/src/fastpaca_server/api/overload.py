@@ -1,16 +1,20 @@
 """Admission control: past its limits a node refuses work at once instead of queueing it.
 
-Two limits, checked by one middleware before anything of the request is
-read (its body included), each answered with the standard error body
-``503 {"error": "overloaded", "message": …}`` and a ``Retry-After``:
+Two limits, checked by the outermost middleware before anything of the
+request is read (its body included), each answered with the standard error
+body ``503 {"error": "overloaded", "message": …}``, a ``Retry-After`` and the
+request's ``X-Request-Id``:
 
-- **Requests in flight** (``--max-inflight``): at most that many ``/v1``
-  requests are being served by the node at once; one more is answered
-  ``Retry-After: 1``. The live feeds (``…/events``, ``…/stream``) are not
-  counted: they last as long as the client stays, and have their own
-  bounds (``--events-max-connections``, ``--events-queue``). ``/health/*``
-  and ``/metrics`` are never refused. Each request has at most one command
-  (or read barrier) waiting in each Raft group at a time (``submit`` and
+- **Requests in flight**: at most that many ``/v1`` requests are being
+  served by the node at once; one more is answered ``Retry-After: 1``. The
+  limit is ``--max-inflight`` while answers are quick, and lower while the
+  median time to answer is over ``--latency-target`` (down to an eighth of
+  ``--max-inflight``; see :mod:`.concurrency`, which says why).
+  The live feeds (``…/events``, ``…/stream``) are not counted: they last as
+  long as the client stays, and have their own bounds
+  (``--events-max-connections``, ``--events-queue``). ``/health/*`` and
+  ``/metrics`` are never refused. Each request has at most one command (or
+  read barrier) waiting in each Raft group at a time (``submit`` and
   ``sync`` are awaited one after the other), so this also bounds the
   commands a node has proposed and not yet seen committed.
 - **The archive backlog** (``--max-archive-backlog``, with the archive
@@ -21,18 +25,18 @@ read (its body included), each answered with the standard error body
   the contexts waiting to be archived), so it may pass the limit by up to
   a second of appends.
 
-Admitted requests therefore wait behind at most ``--max-inflight`` others
-(their latency is about the limit divided by the node's rate, whatever the
-offered load), and the memory held by requests in progress stays bounded.
+Admitted requests therefore wait behind a bounded number of others, and the
+memory held by requests in progress stays bounded.
 
 Refusing must stay cheap, since at twice its capacity a node refuses more
-than it serves, all on the event loop: the check comes right after the
-drain middleware (before deadlines, errors, keys and readiness), the
-in-flight refusal's body is serialised once, and refused requests are
-logged at debug level only (:data:`.requestlog.QUIET`), with one warning
-every ``LOG_EVERY_SECONDS`` that counts them. In a cluster the backlog
-limit is checked by the node an append reaches, against the groups it
-leads: an append sent through a follower is not refused by it.
+than it serves, all on the event loop: this middleware is the outermost one
+(a refusal costs no request log line, metrics lookups or drain tracking:
+about a third less than behind them, measured), the in-flight refusal's
+body is serialised once, and refusals are counted in
+``fastpaca_shed_requests_total`` and logged as one warning every
+``LOG_EVERY_SECONDS`` with their count, not one line each. In a cluster the
+backlog limit is checked by the node an append reaches, against the groups
+it leads: an append sent through a follower is not refused by it.
 """
 
 from __future__ import annotations
@@ -45,10 +49,11 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from ..config import ServerConfig
+from .concurrency import AdaptiveLimit
 from .errors import Handler, error_response
 from .keys import ARCHIVE
 from .metrics import Metrics
-from .requestlog import QUIET
+from .requestlog import REQUEST_ID_HEADER, request_id
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +82,7 @@ class Admission:
     def __init__(self, config: ServerConfig, metrics: Metrics) -> None:
         self.max_inflight = config.max_inflight
         """0: no limit."""
+        self.limit = AdaptiveLimit(config.max_inflight, config.latency_target)
         self.max_archive_backlog = config.max_archive_backlog
         """0: no limit."""
         self.inflight = 0
@@ -85,13 +91,15 @@ class Admission:
         self._shed_inflight = metrics.shed_requests.labels("inflight")
         self._shed_backlog = metrics.shed_requests.labels("archive_backlog")
         metrics.inflight_requests.set_function(lambda: self.inflight)
+        metrics.inflight_limit.set_function(lambda: self.limit.current(time.monotonic()))
         self._unlogged = {"inflight": 0, "archive_backlog": 0}
         self._full_body = json.dumps(
             {
                 "error": OVERLOADED,
-                "message": f"This node is already serving {self.max_inflight} requests "
-                "(--max-inflight). Nothing was read or written: retry after the Retry-After "
-                "seconds, or on another node.",
+                "message": "This node is already serving as many requests as it takes now "
+                "(--max-inflight, lowered while its answers are slower than --latency-target). "
+                "Nothing was read or written: retry after the Retry-After seconds, or on "
+                "another node.",
             }
         ).encode()
         self._logged_at = -LOG_EVERY_SECONDS
@@ -116,10 +124,10 @@ class Admission:
             route = resource.canonical if resource is not None else ""
             if route in FEED_ROUTES:
                 return await handler(request)
-            if self.max_inflight and self.inflight >= self.max_inflight:
+            if self.max_inflight and self.inflight >= self.limit.current(time.monotonic()):
                 self._shed_inflight.inc()
-                self._shed(request, "inflight")
-                return self._too_many_requests()
+                self._shed("inflight")
+                return _with_id(request, self._too_many_requests())
             if (
                 self.max_archive_backlog
                 and route == APPEND_ROUTE
@@ -127,18 +135,22 @@ class Admission:
                 and self.archive_backlog(request.app) > self.max_archive_backlog
             ):
                 self._shed_backlog.inc()
-                self._shed(request, "archive_backlog")
-                return self._archive_behind()
+                self._shed("archive_backlog")
+                return _with_id(request, self._archive_behind())
             self.inflight += 1
+            started = time.monotonic()
             try:
-                return await handler(request)
+                response = await handler(request)
             finally:
                 self.inflight -= 1
+            if not response.prepared:  # a stream or an export takes as long as its reader
+                now = time.monotonic()
+                self.limit.answered(now - started, now)
+            return response
 
         return admit
 
-    def _shed(self, request: web.Request, reason: str) -> None:
-        request[QUIET] = True
+    def _shed(self, reason: str) -> None:
         self._unlogged[reason] += 1
         now = time.monotonic()
         if now - self._logged_at < LOG_EVERY_SECONDS:
@@ -148,8 +160,9 @@ class Admission:
         parts = []
         if self._unlogged["inflight"]:
             parts.append(
-                f"{self._unlogged['inflight']} requests past --max-inflight {self.max_inflight} "
-                f"({self.inflight} in flight)"
+                f"{self._unlogged['inflight']} requests past the limit of requests in flight "
+                f"(now {int(self.limit.limit)}, --max-inflight {self.max_inflight}; "
+                f"{self.inflight} in flight)"
             )
         if self._unlogged["archive_backlog"]:
             parts.append(
@@ -184,6 +197,13 @@ class Admission:
             "the Retry-After seconds.",
             {"Retry-After": str(ARCHIVE_RETRY_AFTER)},
         )
+
+
+def _with_id(request: web.Request, response: web.Response) -> web.Response:
+    """A refusal carries the request's id like every answer (the request log, which sets
+    it on the others, is inside this middleware)."""
+    response.headers[REQUEST_ID_HEADER] = request_id(request.headers.get(REQUEST_ID_HEADER))
+    return response
 
 
 def admission_control(config: ServerConfig, metrics: Metrics) -> Middleware:

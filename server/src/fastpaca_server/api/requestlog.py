@@ -2,15 +2,18 @@
 
 - :func:`request_log` (the outermost middleware) gives every request an id:
   its ``X-Request-Id`` if that is 1-128 printable ASCII characters without
-  spaces, else 32 generated hex digits. The id is in :data:`~.keys.REQUEST_ID`,
+  spaces, else 32 generated hex digits (16 random ones drawn when the process
+  starts, then a counter: unique without a system call per request, which
+  matters at the rate an overloaded node refuses). The id is in :data:`~.keys.REQUEST_ID`,
   in ``X-Request-Id`` on every answer, and in every log record written while
   the request is served. When the request is done it logs one ``request``
   record: id, method, route template, status, latency, context id and
   tenant (when there are), node, and byte counts where they are known.
   Never the path itself, the query string, a body or another header: no
   message content and no key reaches the log. Health checks and ``/metrics`` are logged at
-  debug level, and so are requests refused with ``503 overloaded`` (``overload.py`` logs
-  a summary of those instead, at most every 10 seconds).
+  debug level. Requests refused with ``503 overloaded`` never reach this middleware
+  (``overload.py`` runs before it, sets their id and logs a summary of them at most
+  every 10 seconds).
 - :func:`deadline` bounds the time to answer: ``X-Request-Timeout`` seconds
   (``0 < t <= 600``; anything else is ``400 invalid_request``) or the
   server's ``--request-timeout`` (``0``: none). Past it the handler is
@@ -33,12 +36,13 @@ stored once.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import math
+import os
 import re
 import time
-import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -57,9 +61,6 @@ MAX_TIMEOUT_SECONDS = 600.0
 DEADLINE_EXCEEDED = "deadline_exceeded"
 QUIET_ROUTES = frozenset({"/health/live", "/health/ready", "/metrics"})
 """Routes logged at debug level only (probes and scrapes would drown the log)."""
-QUIET = web.RequestKey("fastpaca_quiet_log", bool)
-"""Set (by ``overload.py``, on a request it refuses) to log the request at debug level
-only: under overload a line for every refusal would add to the load."""
 
 _SANE_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _TIMEOUT = re.compile(r"[0-9]{1,12}(?:\.[0-9]{0,12})?|\.[0-9]{1,12}")
@@ -68,11 +69,15 @@ _DEADLINE = web.RequestKey("fastpaca_deadline", asyncio.Timeout)
 _TENANT = "fastpaca_tenant"  # set by the API key middleware (api/tenancy.py)
 
 
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
+
+
 def request_id(header: str | None) -> str:
-    """The client's id if it is sane, else a new one."""
+    """The client's id if it is sane, else a new one (see the module)."""
     if header is not None and _SANE_ID.fullmatch(header):
         return header
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 def _route(request: web.Request) -> str:
@@ -109,7 +114,7 @@ def _log(
     node: str,
 ) -> None:
     route = _route(request)
-    level = logging.DEBUG if route in QUIET_ROUTES or request.get(QUIET) else logging.INFO
+    level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
     if not logger.isEnabledFor(level):
         return
     fields: dict[str, object] = {
