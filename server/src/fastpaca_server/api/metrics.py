@@ -58,7 +58,7 @@ class Metrics:
         registry = self.registry
         self.requests = Counter(
             "fastpaca_http_requests",
-            "HTTP requests by route and status.",
+            "HTTP requests by route and status (not those shed: fastpaca_shed_requests).",
             ["method", "route", "status"],
             registry=registry,
         )
