@@ -68,8 +68,8 @@ ARCHIVE_RETRY_AFTER = 5
 BACKLOG_MEASURE_SECONDS = 1.0
 """The archive backlog is measured again at most this often (cached in between)."""
 LOG_EVERY_SECONDS = 10.0
-"""Refused requests are logged at debug level one by one (a line for each would add to
-the load), and as one warning with their count at most this often."""
+"""Refused requests are not logged one by one (a line for each would add to the load):
+one warning with their count at most this often."""
 
 
 def _is_api_path(path: str) -> bool:
