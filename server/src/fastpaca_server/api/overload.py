@@ -80,9 +80,8 @@ class Admission:
     """The node's requests in flight and its limits (see the module)."""
 
     def __init__(self, config: ServerConfig, metrics: Metrics) -> None:
-        self.max_inflight = config.max_inflight
-        """0: no limit."""
         self.limit = AdaptiveLimit(config.max_inflight, config.latency_target)
+        """Its ceiling is ``--max-inflight`` (0: no limit)."""
         self.max_archive_backlog = config.max_archive_backlog
         """0: no limit."""
         self.inflight = 0
@@ -124,7 +123,7 @@ class Admission:
             route = resource.canonical if resource is not None else ""
             if route in FEED_ROUTES:
                 return await handler(request)
-            if self.max_inflight and self.inflight >= self.limit.current(time.monotonic()):
+            if self.limit.ceiling and self.inflight >= self.limit.current(time.monotonic()):
                 self._shed_inflight.inc()
                 self._shed("inflight")
                 return _with_id(request, self._too_many_requests())
@@ -161,7 +160,7 @@ class Admission:
         if self._unlogged["inflight"]:
             parts.append(
                 f"{self._unlogged['inflight']} requests past the limit of requests in flight "
-                f"(now {int(self.limit.limit)}, --max-inflight {self.max_inflight}; "
+                f"(now {int(self.limit.limit)}, --max-inflight {self.limit.ceiling}; "
                 f"{self.inflight} in flight)"
             )
         if self._unlogged["archive_backlog"]:
