@@ -259,25 +259,35 @@ class AppendWorkload:
             with self._lock:
                 self.attempts.append(attempt)
             count += 1
-            while not self._stop.is_set():
-                attempt.tries += 1
-                client = clients[current]
-                try:
-                    response = client.post(
-                        f"/v1/contexts/{attempt.context_id}/messages", json=attempt.body
-                    )
-                except httpx.HTTPError:
-                    current = (current + 1) % len(clients)
-                    time.sleep(0.02)
-                    continue
-                if response.status_code == 201:
-                    attempt.ack = response.json()
-                    break
-                if response.status_code != 503:
-                    self.errors.append(f"{key}: {response.status_code} {response.text}")
-                    break
+            sent = self._send(attempt, clients, current)
+            if sent is None:
+                return
+            current = sent
+
+    def _send(self, attempt: Attempt, clients: list[httpx.Client], current: int) -> int | None:
+        """Send ``attempt`` until it is acknowledged, refused for good (an error) or the
+        workload stops, starting on ``clients[current]``; the client to go on with (the
+        next one after a failure), ``None`` to end the thread."""
+        while not self._stop.is_set():
+            attempt.tries += 1
+            client = clients[current]
+            try:
+                response = client.post(
+                    f"/v1/contexts/{attempt.context_id}/messages", json=attempt.body
+                )
+            except httpx.HTTPError:
                 current = (current + 1) % len(clients)
                 time.sleep(0.02)
+                continue
+            if response.status_code == 201:
+                attempt.ack = response.json()
+                break
+            if response.status_code != 503:
+                self.errors.append(f"{attempt.key}: {response.status_code} {response.text}")
+                break
+            current = (current + 1) % len(clients)
+            time.sleep(0.02)
+        return current
 
 
 def check_history(client: httpx.Client, workload: AppendWorkload) -> list[str]:
@@ -383,43 +393,37 @@ class RetryingWriters(AppendWorkload):
         super().__init__(server, context_ids, threads)
         self.seen: Counter[str] = Counter()
 
-    def _append(self, number: int, clients: list[httpx.Client]) -> None:
-        current = number % len(clients)
-        count = 0
-        while not self._stop.is_set():
-            key = f"t{number}-{count:05d}"
-            attempt = Attempt(key, self.context_ids[(number + count) % len(self.context_ids)])
-            with self._lock:
-                self.attempts.append(attempt)
-            count += 1
-            for _ in range(RETRY_TRIES):
-                if self._stop.is_set():
-                    break
-                attempt.tries += 1
-                client = clients[current]
-                try:
-                    response = client.post(
-                        f"/v1/contexts/{attempt.context_id}/messages", json=attempt.body
-                    )
-                except httpx.TimeoutException as error:
-                    self.errors.append(f"{key}: no answer (a hang): {error!r}")
-                    return
-                except httpx.TransportError as error:
-                    self._saw(type(error).__name__)
-                    current = (current + 1) % len(clients)
-                    time.sleep(0.02)
-                    continue
-                if response.status_code == 201:
-                    attempt.ack = response.json()
-                    break
-                code = response.json().get("error") if response.content else None
-                if response.status_code == 503 and response.headers.get("Retry-After"):
-                    self._saw(f"503 {code}")
-                    current = (current + 1) % len(clients)
-                    time.sleep(0.02)
-                    continue
-                self.errors.append(f"{key}: {response.status_code} {response.text[:300]}")
-                return
+    def _send(self, attempt: Attempt, clients: list[httpx.Client], current: int) -> int | None:
+        key = attempt.key
+        for _ in range(RETRY_TRIES):
+            if self._stop.is_set():
+                break
+            attempt.tries += 1
+            client = clients[current]
+            try:
+                response = client.post(
+                    f"/v1/contexts/{attempt.context_id}/messages", json=attempt.body
+                )
+            except httpx.TimeoutException as error:
+                self.errors.append(f"{key}: no answer (a hang): {error!r}")
+                return None
+            except httpx.TransportError as error:
+                self._saw(type(error).__name__)
+                current = (current + 1) % len(clients)
+                time.sleep(0.02)
+                continue
+            if response.status_code == 201:
+                attempt.ack = response.json()
+                break
+            code = response.json().get("error") if response.content else None
+            if response.status_code == 503 and response.headers.get("Retry-After"):
+                self._saw(f"503 {code}")
+                current = (current + 1) % len(clients)
+                time.sleep(0.02)
+                continue
+            self.errors.append(f"{key}: {response.status_code} {response.text[:300]}")
+            return None
+        return current
 
     def _saw(self, what: str) -> None:
         with self._lock:
