@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import attrs
 import pytest
 
-from tests.support.postgres import HOW_TO_INSTALL, ThrowawayPostgres, binaries
+from tests.support.postgres import ThrowawayPostgres, scratch_postgres
 
 
 @attrs.frozen
@@ -24,14 +24,8 @@ class Database:
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[ThrowawayPostgres]:
-    """One PostgreSQL cluster for the module (fsync off: nothing here tests durability)."""
-    if binaries() is None:
-        pytest.fail(HOW_TO_INSTALL, pytrace=False)
-    server = ThrowawayPostgres(settings={"fsync": "off"}).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    """One PostgreSQL cluster for the module."""
+    yield from scratch_postgres()
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import pytest
 
 from tests.archive.conftest import Database
 from tests.server._api import Api, connect, metric_value, new_id, text_message
+from tests.support.polling import until
 from tests.support.postgres import ThrowawayPostgres
 from tests.support.server import ServerProcess
 
@@ -54,16 +55,6 @@ def _fill(api: Api, context_id: str, count: int, start: int = 0) -> list[dict[st
     return fresh
 
 
-def _until(condition: Any, timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not in time: {what}")
-
-
 def _archived_up_to(api: Api, context_id: str, seq: int) -> bool:
     return bool(api.context(context_id)["archived_seq"] == seq)
 
@@ -87,7 +78,7 @@ def test_a_thousand_messages_are_archived_trimmed_and_read_back_byte_for_byte(
     )
     written = _fill(api, context_id, 1200)
     assert [m["seq"] for m in written] == list(range(1, 1201))
-    context = _until(
+    context = until(
         lambda: (c := api.context(context_id))["archived_seq"] == 1200 and c, what="watermark"
     )
     assert context["last_seq"] == 1200
@@ -129,7 +120,7 @@ def test_postgres_down_during_writes_then_back_everything_lands_once(
     context_id = new_id("outage")
     api.create(context_id, token_budget=100_000)
     _fill(api, context_id, 300)
-    _until(lambda: api.context(context_id)["archived_seq"] == 300, what="first flush")
+    until(lambda: api.context(context_id)["archived_seq"] == 300, what="first flush")
     postgres.pause()
     try:
         began = time.monotonic()
@@ -137,7 +128,7 @@ def test_postgres_down_during_writes_then_back_everything_lands_once(
         assert time.monotonic() - began < 20
         context = api.context(context_id)
         assert context["last_seq"] == 700 and context["archived_seq"] == 300
-        metrics = _until(
+        metrics = until(
             lambda: (
                 (t := api.raw.get("/metrics").text)
                 and metric_value(t, "fastpaca_archive_failures_total") >= 1
@@ -155,7 +146,7 @@ def test_postgres_down_during_writes_then_back_everything_lands_once(
         assert [m["seq"] for m in hot] == list(range(301, 701))
     finally:
         postgres.resume()
-    _until(lambda: api.context(context_id)["archived_seq"] == 700, timeout=60, what="catch-up")
+    until(lambda: api.context(context_id)["archived_seq"] == 700, timeout=60, what="catch-up")
     assert _rows(postgres, database, context_id) == list(range(1, 701))  # once each, no gap
 
 
@@ -171,7 +162,7 @@ def test_kill9_mid_flush_lands_every_message_once(
     api.close()
     process.start()
     api = connect(process)
-    _until(lambda: api.context(context_id)["archived_seq"] == 1000, timeout=60, what="resume")
+    until(lambda: api.context(context_id)["archived_seq"] == 1000, timeout=60, what="resume")
     assert _rows(postgres, database, context_id) == list(range(1, 1001))
     assert len(api.log(context_id)) == 1000
     api.close()
@@ -185,7 +176,7 @@ def test_export_streams_the_whole_history_in_seq_order(
     context_id = new_id("export")
     api.create(context_id, token_budget=100_000)
     written = _fill(api, context_id, 450)
-    _until(lambda: api.context(context_id)["archived_seq"] == 450, what="watermark")
+    until(lambda: api.context(context_id)["archived_seq"] == 450, what="watermark")
     _fill(api, context_id, 20, start=450)  # some of it only in the hot tail
     with httpx.stream("GET", f"{process.url}/v1/contexts/{context_id}/export", timeout=30) as r:
         assert r.status_code == 200
@@ -208,7 +199,7 @@ def test_a_replayed_append_whose_messages_left_the_hot_tail_answers_the_same(
     first = api.post(f"/v1/contexts/{context_id}/messages", json=body)
     assert first.status_code == 201
     _fill(api, context_id, 300)
-    _until(lambda: api.context(context_id)["archived_seq"] == 302, what="watermark")
+    until(lambda: api.context(context_id)["archived_seq"] == 302, what="watermark")
     again = api.post(f"/v1/contexts/{context_id}/messages", json=body)
     assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
     assert again.json() == first.json()
@@ -221,7 +212,7 @@ def test_reads_of_archived_messages_answer_503_while_postgres_is_down(
     context_id = new_id("read-down")
     api.create(context_id, token_budget=100_000)
     _fill(api, context_id, 300)
-    _until(lambda: api.context(context_id)["archived_seq"] == 300, what="watermark")
+    until(lambda: api.context(context_id)["archived_seq"] == 300, what="watermark")
     postgres.pause()
     try:
         response = api.get(f"/v1/contexts/{context_id}/messages", params={"after_seq": 0})
@@ -245,7 +236,7 @@ def test_migrations_run_on_boot_and_twice_is_fine(
             context_id = new_id("boot")
             api.create(context_id, token_budget=1000)
             api.append(context_id, text_message("hi"))
-            _until(functools.partial(_archived_up_to, api, context_id, 1), what="watermark")
+            until(functools.partial(_archived_up_to, api, context_id, 1), what="watermark")
         finally:
             api.close()
             process.stop()
@@ -266,7 +257,7 @@ def test_an_export_during_an_outage_is_a_clean_503(
     context_id = new_id("export-down")
     api.create(context_id, token_budget=100_000)
     _fill(api, context_id, 300)
-    _until(lambda: api.context(context_id)["archived_seq"] == 300, what="watermark")
+    until(lambda: api.context(context_id)["archived_seq"] == 300, what="watermark")
     postgres.pause()
     try:
         response = httpx.get(f"{process.url}/v1/contexts/{context_id}/export", timeout=30)
@@ -284,7 +275,7 @@ def test_the_schema_is_created_at_boot_before_any_write(
 ) -> None:
     process = _server(tmp_path / "data", database).start()
     try:
-        _until(
+        until(
             lambda: postgres.query(
                 "SELECT to_regclass('messages') IS NOT NULL", database=database.name
             )[0][0],

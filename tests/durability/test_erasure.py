@@ -11,7 +11,6 @@ a kill -9 and restart brings none of it back. Both need the ``admin`` scope;
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 from fastpaca_server.access import hash_key
 
 from tests.support.cluster import Cluster
+from tests.support.polling import until
 from tests.support.server import ServerProcess
 
 ADMIN_KEY = "erasure-admin-key"
@@ -30,6 +30,10 @@ ERASED_WITHIN = 15.0
 """Seconds the forced compaction may take to reach the disk (it takes well under one)."""
 
 _T = TypeVar("_T")
+
+
+def until_erased(check: Callable[[], _T], what: str) -> _T:
+    return until(check, what, ERASED_WITHIN)
 
 
 def _marker(kind: str) -> str:
@@ -55,17 +59,6 @@ def files_with(data_dir: Path, *markers: str) -> list[str]:
         if any(form in data for marker in markers for form in _forms(marker)):
             found.append(str(path.relative_to(data_dir)))
     return found
-
-
-def until(check: Callable[[], _T], what: str, timeout: float = ERASED_WITHIN) -> _T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g}s: {what}")
-        time.sleep(0.05)
 
 
 def _keys_file(root: Path) -> Path:
@@ -149,7 +142,7 @@ def test_a_purge_leaves_no_trace_on_disk_and_survives_kill9(keyed: ServerProcess
         assert purged.is_success, purged.text
         again = admin.delete("/v1/contexts/doomed", params={"purge": "true"})
         assert again.json()["version"] == purged.json()["version"]
-        until(
+        until_erased(
             lambda: not files_with(keyed.data_dir, marker, meta_marker),
             f"the purged text leaves {files_with(keyed.data_dir, marker, meta_marker)}",
         )
@@ -180,7 +173,7 @@ def test_a_redact_erases_one_message_and_keeps_the_others(keyed: ServerProcess) 
         assert redacted.json()["version"] == before["version"] + 1
         same = admin.post("/v1/contexts/chat/messages/2/redact")
         assert same.json()["version"] == redacted.json()["version"]
-        until(
+        until_erased(
             lambda: not files_with(keyed.data_dir, secret),
             f"the redacted text leaves {files_with(keyed.data_dir, secret)}",
         )
@@ -210,14 +203,16 @@ def test_tombstones_are_purged_after_the_retention(keyed: ServerProcess) -> None
         assert app.put("/v1/contexts/old", json={"token_budget": 1000}).is_success
         assert app.post("/v1/contexts/old/messages", json={"message": _text(marker)}).is_success
         assert app.delete("/v1/contexts/old").json()["status"] == "tombstoned"
-        context = until(
+        context = until_erased(
             lambda: (c := app.get("/v1/contexts/old").json())["status"] == "purged" and c,
             "the tombstone is purged by the retention (--tombstone-retention 1)",
         )
         assert context["purge"]["purged_by"] == "retention"
         listed = app.get("/v1/contexts", params={"status": "purged"}).json()["contexts"]
         assert [c["id"] for c in listed] == ["old"]
-    until(lambda: not files_with(keyed.data_dir, marker), "the retention's purge reaches disk")
+    until_erased(
+        lambda: not files_with(keyed.data_dir, marker), "the retention's purge reaches disk"
+    )
 
 
 @pytest.fixture
@@ -234,10 +229,10 @@ def test_a_purge_is_erased_from_every_node_of_a_cluster(cluster: Cluster) -> Non
     with httpx.Client(base_url=follower.url, timeout=30) as client:
         _fill(client, "doomed", marker, meta_marker)
         for node in cluster.nodes:  # every node has it on disk
-            until(lambda n=node: files_with(n.data_dir, marker), f"{node.data_dir} has it")
+            until_erased(lambda n=node: files_with(n.data_dir, marker), f"{node.data_dir} has it")
         assert client.delete("/v1/contexts/doomed", params={"purge": "true"}).is_success
     for node in cluster.nodes:
-        until(
+        until_erased(
             lambda n=node: not files_with(n.data_dir, marker, meta_marker),
             f"{cluster.name(node)} erases it: {files_with(node.data_dir, marker, meta_marker)}",
         )

@@ -28,7 +28,8 @@ import pytest
 from fastpaca_server.cli import parse_args
 
 from tests.server._api import assert_error, metric_value, new_id, text_message
-from tests.support.postgres import HOW_TO_INSTALL, ThrowawayPostgres, binaries
+from tests.support.polling import until
+from tests.support.postgres import ThrowawayPostgres, scratch_postgres
 from tests.support.server import ServerProcess
 
 HISTORY = 4_000
@@ -309,23 +310,7 @@ def test_with_a_target_of_zero_the_limit_stays(tmp_path: Path) -> None:
 
 @pytest.fixture
 def postgres() -> Iterator[ThrowawayPostgres]:
-    if binaries() is None:
-        pytest.fail(HOW_TO_INSTALL, pytrace=False)
-    server = ThrowawayPostgres(settings={"fsync": "off"}).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def _until(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s: {what}")
+    yield from scratch_postgres()
 
 
 def test_appends_are_shed_past_the_archive_backlog_and_reads_go_on(
@@ -345,10 +330,10 @@ def test_appends_are_shed_past_the_archive_backlog_and_reads_go_on(
             created = client.put(f"/v1/contexts/{context_id}", json={"token_budget": 100_000})
             assert created.status_code == 200, created.text
             _fill(client, context_id, 20, "before")
-            _until(
+            until(
                 lambda: client.get(f"/v1/contexts/{context_id}").json()["archived_seq"] == 20,
-                20,
                 "the first messages archived",
+                20,
             )
             postgres.pause()
             refused = None
@@ -394,7 +379,7 @@ def test_appends_are_shed_past_the_archive_backlog_and_reads_go_on(
                     time.sleep(0.4)
                 return response.status_code == 201
 
-            _until(admitted, 30, "an append admitted once Postgres is back")
+            until(admitted, "an append admitted once Postgres is back")
             assert client.get(f"/v1/contexts/{context_id}").json()["last_seq"] == 21 + appended
     finally:
         process.stop()

@@ -13,6 +13,7 @@ import pytest
 
 from tests.server._api import Api, connect, metric_value, new_id, text_message
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.polling import until
 from tests.support.server import ServerProcess
 
 BUDGET = 600
@@ -73,20 +74,10 @@ def _talk_until_summarized(api: Api, context_id: str, start: int = 0, after: int
         _talk(api, context_id, 1, start=n)
         segment = _summary_segment(api, context_id)
         if segment is not None and segment["to_seq"] > after:
-            _until(lambda: not api.context(context_id)["needs_compaction"])
+            until(lambda: not api.context(context_id)["needs_compaction"])
             return n + 1
         time.sleep(0.1)
     raise AssertionError("no summary after 60 turns")
-
-
-def _until(condition: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def _summary_segment(api: Api, context_id: str) -> dict[str, Any] | None:
@@ -151,7 +142,7 @@ def test_a_failing_summarizer_never_breaks_the_budget_and_shows_in_metrics(
     for n in range(30):
         result = api.append(context_id, text_message(f"message {n} " + "word " * 20))
         assert result["used_tokens"] <= BUDGET
-    context = _until(lambda: (c := api.context(context_id))["summary_failures"] >= 1 and c)
+    context = until(lambda: (c := api.context(context_id))["summary_failures"] >= 1 and c)
     assert "HTTP 500" in context["last_summary_error"]
     assert "sk-test-secret" not in context["last_summary_error"]
     records = api.get(f"/v1/contexts/{context_id}/compactions").json()["records"]
@@ -170,7 +161,7 @@ def test_appends_never_wait_for_a_slow_summarizer(summarizing: Api, fake: FakeOp
     latencies = _talk(api, context_id, 16)
     assert max(latencies) < 1.0, latencies
     assert sorted(latencies)[len(latencies) // 2] < 0.2
-    _until(lambda: _summary_segment(api, context_id))
+    until(lambda: _summary_segment(api, context_id))
 
 
 def test_a_summary_that_comes_back_after_a_compaction_is_refused(

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 import httpx
 
+from .polling import until
 from .proxy import LinkProxy
 from .server import ServerProcess, free_port
 
@@ -289,16 +290,16 @@ def free_ports(count: int) -> int:
 
 def wait_for(check: Callable[[], _T | Literal[False] | None], timeout: float, what: str) -> _T:
     """Call ``check`` every 0.1 s until it gives something other than ``None`` or
-    ``False`` (a boolean check waits for ``True``), and return that; TimeoutError
-    after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
+    ``False`` (a boolean check waits for ``True``; ``0`` or ``[]`` are answers), and
+    return that; TimeoutError after ``timeout`` seconds."""
+
+    def answered() -> tuple[_T] | None:
         value = check()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:g}s for {what}")
-        time.sleep(0.1)
+        return None if value is None or value is False else (value,)
+
+    found = until(answered, what, timeout, every=0.1)
+    assert found is not None  # until returns only a true value
+    return found[0]
 
 
 def each(items: list[_T]) -> Iterator[_T]:

@@ -29,7 +29,7 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -236,3 +236,18 @@ class ThrowawayPostgres:
                 )
         finally:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def scratch_postgres() -> Iterator[ThrowawayPostgres]:
+    """The body of a pytest fixture: a throwaway PostgreSQL with fsync off (the tests
+    using it do not test its durability), stopped afterwards. Missing binaries fail
+    the test with :data:`HOW_TO_INSTALL`: such tests are never skipped (CI has them)."""
+    import pytest  # not at import time: the benchmark harness imports this module
+
+    if binaries() is None:
+        pytest.fail(HOW_TO_INSTALL, pytrace=False)
+    server = ThrowawayPostgres(settings={"fsync": "off"}).start()
+    try:
+        yield server
+    finally:
+        server.stop()
