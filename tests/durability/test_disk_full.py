@@ -114,7 +114,7 @@ def test_a_journal_that_finds_the_disk_full_waits_and_loses_nothing(small_disk: 
             assert client.get("/v1/contexts/c").status_code == 200  # reads go on
             assert client.get("/v1/contexts/c/tail", params={"limit": 5}).status_code == 200
             # The journal's flush (or the tick's meta write before it) met ENOSPC.
-            assert "No space left on device" in server.log()
+            assert "No space left on device" in server.output()
             filler.unlink()
             deadline = time.monotonic() + 20
             for key, n in pending:  # the same keys: stored once, whatever happened before

@@ -246,7 +246,7 @@ def test_keys_are_read_again_on_sighup(tmp_path: Path) -> None:
             assert server.process is not None
             server.process.send_signal(signal.SIGHUP)
             deadline = time.monotonic() + 10
-            while "keys file not reloaded" not in server.log():
+            while "keys file not reloaded" not in server.output():
                 assert time.monotonic() < deadline, "no log line for the broken file"
                 time.sleep(0.05)
             assert globex.get("/v1/contexts").status_code == 200

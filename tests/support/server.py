@@ -116,6 +116,8 @@ class ServerProcess:
         raise TimeoutError(f"server not ready after {timeout}s: {self.log()}")
 
     def log(self) -> str:
+        """The end of the log (the last 4,000 characters), for failure messages: to find a
+        line in it use :meth:`output`, which request lines cannot push out."""
         try:
             return self.log_path.read_text(errors="replace")[-4000:]
         except FileNotFoundError:
